@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/modgate/modgate/upstream"
+)
+
+// fileConfig is modgate.yaml. Its zero value works: every default comes
+// from `go env` or is stated on the field. Command-line flags override it.
+type fileConfig struct {
+	// Listen is the GOPROXY listener. Default 127.0.0.1:8080; "off"
+	// disables it; port 0 picks a free port.
+	Listen string `yaml:"listen"`
+	// Admin is the admin listener (/healthz, /readyz). Default
+	// 127.0.0.1:9100; "off" disables it.
+	Admin string `yaml:"admin"`
+	// Audit is the audit file (JSON lines, appended). Default: stdout.
+	Audit string `yaml:"audit"`
+	// TLS turns the GOPROXY listener into HTTPS. Default: plain HTTP.
+	TLS tlsConfig `yaml:"tls"`
+	// Upstreams are the GOPROXY servers to fetch from, in order of
+	// preference. Default: the proxies in `go env GOPROXY` ("direct" and
+	// "off" are not upstreams).
+	Upstreams []upstreamConfig `yaml:"upstreams"`
+	// Private lists module path patterns (GOPRIVATE syntax) that only
+	// private upstreams may see. Default: the patterns in `go env`
+	// GOPRIVATE, GONOPROXY and GONOSUMDB. An explicit empty list means none.
+	Private []string `yaml:"private"`
+	// PassPrivateNotFound lets a private upstream's 404/410 reach clients.
+	// Default false: it becomes a 403 so clients do not ask other proxies.
+	PassPrivateNotFound bool `yaml:"pass_private_not_found"`
+	// SumDB lists the checksum database names served under /sumdb/.
+	// Default: the name in `go env GOSUMDB` (none if it is "off").
+	SumDB []string `yaml:"sumdb"`
+	// Limits bound what clients and upstreams may cost.
+	Limits limitsConfig `yaml:"limits"`
+}
+
+type tlsConfig struct {
+	// Cert and Key are PEM files of the listener's certificate chain and key.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ClientCA, if set, is a PEM file of CAs; every client must present a
+	// certificate that chains to one of them.
+	ClientCA string `yaml:"client_ca"`
+}
+
+type upstreamConfig struct {
+	// Name labels the upstream in logs and audit. Default: the URL's host.
+	Name string `yaml:"name"`
+	// URL is the base URL of a GOPROXY-protocol server.
+	URL string `yaml:"url"`
+	// Private marks an upstream for private module paths only.
+	Private bool `yaml:"private"`
+}
+
+type limitsConfig struct {
+	// MaxTargetBytes limits a request's path. Default 1024.
+	MaxTargetBytes int `yaml:"max_target_bytes"`
+	// UpstreamHeaderTimeout bounds the wait for an upstream's response
+	// headers. Default 30s.
+	UpstreamHeaderTimeout time.Duration `yaml:"upstream_header_timeout"`
+	// FetchTimeout bounds a whole upstream fetch, body included. Default 10m.
+	FetchTimeout time.Duration `yaml:"fetch_timeout"`
+	// MaxHeaderBytes limits a client's request headers. Default 32 KiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+}
+
+// loadConfig reads the YAML file at path; an empty path yields the zero
+// config. Unknown fields and duplicate keys are errors.
+func loadConfig(path string) (*fileConfig, error) {
+	cfg := new(fileConfig)
+	if path == "" {
+		return cfg, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.check(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// check validates the fields that are not checked by the constructors they
+// feed.
+func (c *fileConfig) check() error {
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		return errors.New("tls: cert and key go together")
+	}
+	if c.TLS.ClientCA != "" && c.TLS.Cert == "" {
+		return errors.New("tls.client_ca: needs tls.cert and tls.key")
+	}
+	for i, u := range c.Upstreams {
+		if u.URL == "" {
+			return fmt.Errorf("upstreams[%d].url: missing", i)
+		}
+	}
+	l := c.Limits
+	switch {
+	case l.MaxTargetBytes < 0:
+		return errors.New("limits.max_target_bytes: negative")
+	case l.UpstreamHeaderTimeout < 0:
+		return errors.New("limits.upstream_header_timeout: negative")
+	case l.FetchTimeout < 0:
+		return errors.New("limits.fetch_timeout: negative")
+	case l.MaxHeaderBytes < 0:
+		return errors.New("limits.max_header_bytes: negative")
+	}
+	return nil
+}
+
+// goEnv is what `go env` reports for the variables modgate defaults from.
+type goEnv struct {
+	GOPROXY   string
+	GOSUMDB   string
+	GOPRIVATE string
+	GONOPROXY string
+	GONOSUMDB string
+}
+
+// readGoEnv asks the go command; without one it reads the environment.
+func readGoEnv(ctx context.Context) (goEnv, error) {
+	var env goEnv
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		env = goEnv{
+			GOPROXY:   os.Getenv("GOPROXY"),
+			GOSUMDB:   os.Getenv("GOSUMDB"),
+			GOPRIVATE: os.Getenv("GOPRIVATE"),
+			GONOPROXY: os.Getenv("GONOPROXY"),
+			GONOSUMDB: os.Getenv("GONOSUMDB"),
+		}
+		return env, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, gobin, "env", "-json", "GOPROXY", "GOSUMDB", "GOPRIVATE", "GONOPROXY", "GONOSUMDB").Output()
+	if err != nil {
+		return env, fmt.Errorf("go env: %w", err)
+	}
+	if err := json.Unmarshal(out, &env); err != nil {
+		return env, fmt.Errorf("go env: %w", err)
+	}
+	return env, nil
+}
+
+// upstreams returns the configured upstreams, or those of GOPROXY.
+func (c *fileConfig) upstreams(env goEnv) (*upstream.Set, error) {
+	set := new(upstream.Set)
+	seen := map[string]bool{}
+	add := func(field string, uc upstreamConfig) error {
+		u, err := upstream.Parse(uc.Name, uc.URL, uc.Private)
+		if err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		if seen[u.Name] {
+			return fmt.Errorf("%s: duplicate upstream name %q", field, u.Name)
+		}
+		seen[u.Name] = true
+		if u.Private {
+			set.Private = append(set.Private, u)
+		} else {
+			set.Public = append(set.Public, u)
+		}
+		return nil
+	}
+	if c.Upstreams != nil {
+		for i, uc := range c.Upstreams {
+			if err := add(fmt.Sprintf("upstreams[%d]", i), uc); err != nil {
+				return nil, err
+			}
+		}
+		return set, nil
+	}
+	for entry := range strings.FieldsFuncSeq(env.GOPROXY, func(r rune) bool { return r == ',' || r == '|' }) {
+		entry = strings.TrimSpace(entry)
+		if entry == "direct" || entry == "off" {
+			continue
+		}
+		if err := add("GOPROXY", upstreamConfig{URL: entry}); err != nil {
+			return nil, err
+		}
+	}
+	if len(set.Public) == 0 {
+		return nil, fmt.Errorf("GOPROXY=%q names no proxy (\"direct\" and \"off\" are not upstreams): list upstreams in the config file", env.GOPROXY)
+	}
+	return set, nil
+}
+
+// privatePatterns returns the configured private patterns, or those of go env.
+func (c *fileConfig) privatePatterns(env goEnv) []string {
+	if c.Private != nil {
+		return c.Private
+	}
+	var ps []string
+	for _, v := range []string{env.GOPRIVATE, env.GONOPROXY, env.GONOSUMDB} {
+		if v != "" {
+			ps = append(ps, v)
+		}
+	}
+	return ps
+}
+
+// sumDBs returns the configured checksum database names, or GOSUMDB's.
+func (c *fileConfig) sumDBs(env goEnv) []string {
+	if c.SumDB != nil {
+		return c.SumDB
+	}
+	// GOSUMDB is "off", "name", "name+key" or "name+key url".
+	f := strings.Fields(env.GOSUMDB)
+	if len(f) == 0 || f[0] == "off" {
+		return nil
+	}
+	name, _, _ := strings.Cut(f[0], "+")
+	return []string{name}
+}

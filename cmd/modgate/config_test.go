@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "modgate.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadConfig(t *testing.T) {
+	cfg, err := loadConfig(writeConfig(t, `
+listen: 127.0.0.1:0
+upstreams:
+  - url: https://proxy.example.test/
+  - name: corp
+    url: http://10.1.2.3:3000/go
+    private: true
+private: [corp.example]
+sumdb: [sum.example.test]
+limits:
+  fetch_timeout: 2m
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:0" || cfg.Limits.FetchTimeout != 2*time.Minute {
+		t.Errorf("loadConfig: listen %q, fetch_timeout %v", cfg.Listen, cfg.Limits.FetchTimeout)
+	}
+	set, err := cfg.upstreams(goEnv{GOPROXY: "https://ignored.example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Public) != 1 || set.Public[0].Name != "proxy.example.test" || set.Public[0].URL.String() != "https://proxy.example.test" {
+		t.Errorf("public upstreams = %+v", set.Public)
+	}
+	if len(set.Private) != 1 || set.Private[0].Name != "corp" || set.Private[0].URL.Path != "/go" {
+		t.Errorf("private upstreams = %+v", set.Private)
+	}
+}
+
+func TestLoadConfigErrorsNameTheField(t *testing.T) {
+	tests := []struct {
+		name, text, want string
+	}{
+		{"unknown field", "listen: x\nlisten_addr: y\n", "listen_addr"},
+		{"unknown nested field", "limits:\n  fetch_timout: 1s\n", "fetch_timout"},
+		{"bad duration", "limits:\n  fetch_timeout: soon\n", "soon"},
+		{"negative limit", "limits:\n  max_target_bytes: -1\n", "limits.max_target_bytes"},
+		{"cert without key", "tls:\n  cert: a.pem\n", "tls"},
+		{"client ca without cert", "tls:\n  client_ca: ca.pem\n", "tls.client_ca"},
+		{"upstream without url", "upstreams:\n  - name: x\n", "upstreams[0].url"},
+		{"duplicate key", "listen: a\nlisten: b\n", "listen"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := loadConfig(writeConfig(t, tt.text))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("loadConfig(%q) = %v, want an error naming %q", tt.text, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestUpstreamsFromGOPROXY(t *testing.T) {
+	tests := []struct {
+		goproxy string
+		want    []string // names
+		wantErr bool
+	}{
+		{goproxy: "https://a.example.test,direct", want: []string{"a.example.test"}},
+		{goproxy: "https://a.example.test|https://b.example.test/sub,off", want: []string{"a.example.test", "b.example.test"}},
+		{goproxy: "direct", wantErr: true},
+		{goproxy: "off", wantErr: true},
+		{goproxy: "", wantErr: true},
+		{goproxy: "ftp://a.example.test", wantErr: true},
+		{goproxy: "https://a.example.test,https://a.example.test", wantErr: true},
+	}
+	for _, tt := range tests {
+		set, err := new(fileConfig).upstreams(goEnv{GOPROXY: tt.goproxy})
+		if tt.wantErr {
+			if err == nil {
+				t.Errorf("upstreams(GOPROXY=%q) = %+v, want an error", tt.goproxy, set.Public)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("upstreams(GOPROXY=%q): %v", tt.goproxy, err)
+			continue
+		}
+		var names []string
+		for _, u := range set.Public {
+			names = append(names, u.Name)
+		}
+		if !slices.Equal(names, tt.want) {
+			t.Errorf("upstreams(GOPROXY=%q) = %q, want %q", tt.goproxy, names, tt.want)
+		}
+	}
+}
+
+func TestDefaultsFromGoEnv(t *testing.T) {
+	env := goEnv{GOSUMDB: "sum.example.test+abcd1234+AAAA https://sum.example.test", GOPRIVATE: "corp.example", GONOSUMDB: "other.example"}
+	cfg := new(fileConfig)
+	if got := cfg.sumDBs(env); !slices.Equal(got, []string{"sum.example.test"}) {
+		t.Errorf("sumDBs(%q) = %q", env.GOSUMDB, got)
+	}
+	if got := cfg.sumDBs(goEnv{GOSUMDB: "off"}); got != nil {
+		t.Errorf("sumDBs(off) = %q, want none", got)
+	}
+	if got := cfg.privatePatterns(env); !slices.Equal(got, []string{"corp.example", "other.example"}) {
+		t.Errorf("privatePatterns = %q", got)
+	}
+	explicit := &fileConfig{Private: []string{}, SumDB: []string{}}
+	if got := explicit.privatePatterns(env); len(got) != 0 {
+		t.Errorf("explicit empty private = %q, want none", got)
+	}
+}
+
+func TestRunUsage(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{nil, 2, "Usage:"},
+		{[]string{"help"}, 0, "serve"},
+		{[]string{"bogus"}, 2, `unknown command "bogus"`},
+		{[]string{"serve", "--help"}, 0, "GOPROXY=http://127.0.0.1:8080"},
+		{[]string{"help", "serve"}, 0, "-listen address"},
+		{[]string{"serve", "extra"}, 2, "unexpected argument"},
+		{[]string{"serve", "--log-level", "loud"}, 2, "--log-level"},
+		{[]string{"serve", "--config", "/nonexistent/modgate.yaml"}, 1, "no such file"},
+	}
+	for _, tt := range tests {
+		var out bytes.Buffer
+		code := run(context.Background(), tt.args, &out, &out)
+		if code != tt.wantCode || !strings.Contains(out.String(), tt.wantOut) {
+			t.Errorf("run(%q) = %d, output %q; want %d containing %q", tt.args, code, out.String(), tt.wantCode, tt.wantOut)
+		}
+	}
+}

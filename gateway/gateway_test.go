@@ -1,0 +1,341 @@
+package gateway_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modgate/modgate/audit"
+	"github.com/modgate/modgate/extproc"
+	"github.com/modgate/modgate/gateway"
+	"github.com/modgate/modgate/integration/testproxy"
+	"github.com/modgate/modgate/policy"
+	"github.com/modgate/modgate/upstream"
+)
+
+// events collects audit events in memory.
+type events struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (e *events) Write(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.buf.Write(p)
+}
+
+func (e *events) list(t testing.TB) []audit.Event {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []audit.Event
+	dec := json.NewDecoder(bytes.NewReader(e.buf.Bytes()))
+	for dec.More() {
+		var ev audit.Event
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("decode audit event: %v", err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+type harness struct {
+	url    string
+	events *events
+}
+
+type setup struct {
+	public  []string // upstream base URLs
+	private []string
+	opts    extproc.Options
+	client  upstream.ClientOptions
+}
+
+func start(t *testing.T, s setup) *harness {
+	t.Helper()
+	set := new(upstream.Set)
+	for i, u := range s.public {
+		up, err := upstream.Parse("pub"+string(rune('0'+i)), u, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set.Public = append(set.Public, up)
+	}
+	for i, u := range s.private {
+		up, err := upstream.Parse("priv"+string(rune('0'+i)), u, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set.Private = append(set.Private, up)
+	}
+	pol, err := policy.New(policy.Config{Private: []string{"corp.example"}, SumDBs: []string{testproxy.DefaultSumDB}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := new(events)
+	opts := s.opts
+	opts.Policy, opts.Upstreams, opts.Audit = pol, set, audit.NewWriter(ev)
+	proc, err := extproc.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := gateway.New(gateway.Options{Processor: proc, Client: upstream.NewClient(s.client)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &harness{url: srv.URL, events: ev}
+}
+
+// get sends a raw request target, so hostile paths reach the server as
+// written.
+func get(t *testing.T, method, base, target string) (status int, body string, err error) {
+	t.Helper()
+	req, err := http.NewRequest(method, base+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.Opaque = target // sent verbatim as the request-target
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+func closedURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return "http://" + addr
+}
+
+func TestStatusSemantics(t *testing.T) {
+	mods := testproxy.Fixtures(t)
+	var public, private []*testproxy.Module
+	for _, m := range mods {
+		if strings.HasPrefix(m.Path, "corp.example/") {
+			private = append(private, m)
+		} else {
+			public = append(public, m)
+		}
+	}
+	status := func(code int) func(string) int { return func(string) int { return code } }
+
+	tests := []struct {
+		name       string
+		method     string
+		target     string
+		pubFaults  []func(string) int // one per public upstream; nil: serve
+		noPrivate  bool               // configure no private upstream
+		deadPublic bool               // first public upstream refuses connections
+		passPriv   bool
+		wantStatus int
+		wantBody   string // substring
+		decision   string
+		rule       string
+		outcome    string
+	}{
+		{name: "zip", target: "/example.com/a/@v/v1.0.0.zip", wantStatus: 200, decision: "forward", outcome: "success"},
+		{name: "head info", method: "HEAD", target: "/example.com/a/@v/v1.0.0.info", wantStatus: 200, decision: "forward", outcome: "success"},
+		{name: "list", target: "/example.com/a/@v/list", wantStatus: 200, wantBody: "v1.1.0", decision: "forward"},
+		{name: "latest", target: "/example.com/a/@latest", wantStatus: 200, wantBody: `"v1.1.0"`, decision: "forward"},
+		{name: "escaped upper case", target: "/example.com/%21upper/m/@v/v1.0.0.mod", wantStatus: 200, wantBody: "module example.com/Upper/m", decision: "forward"},
+		{name: "public not found", target: "/example.com/nope/@v/list", wantStatus: 404, wantBody: "not found", decision: "forward", outcome: "failure"},
+		{name: "grammar reject", target: "/example.com/a/@v/v1.0.0/../../x", wantStatus: 400, decision: "reject", rule: "grammar"},
+		{name: "no endpoint", target: "/favicon.ico", wantStatus: 404, decision: "reject", rule: "no-endpoint"},
+		{name: "method", method: "POST", target: "/example.com/a/@v/list", wantStatus: 405, decision: "reject", rule: "method"},
+		{name: "upstream 500 is 502", target: "/example.com/a/@v/list", pubFaults: []func(string) int{status(500)}, wantStatus: 502, wantBody: "answered 500", decision: "forward", rule: "upstream"},
+		{name: "upstream 504 is 504", target: "/example.com/a/@v/list", pubFaults: []func(string) int{status(504)}, wantStatus: 504, decision: "forward", rule: "upstream"},
+		{name: "upstream 429 is 503", target: "/example.com/a/@v/list", pubFaults: []func(string) int{status(429)}, wantStatus: 503, decision: "forward", rule: "upstream"},
+		{name: "upstream 403 is 502", target: "/example.com/a/@v/list", pubFaults: []func(string) int{status(403)}, wantStatus: 502, decision: "forward", rule: "upstream"},
+		{name: "failover after 500", target: "/example.com/a/@v/v1.0.0.mod", pubFaults: []func(string) int{status(500), nil}, wantStatus: 200, decision: "forward"},
+		{name: "fall through 404", target: "/example.com/a/@v/v1.0.0.mod", pubFaults: []func(string) int{status(404), nil}, wantStatus: 200, decision: "forward"},
+		{name: "500 then 404 is 502", target: "/example.com/a/@v/v1.0.0.mod", pubFaults: []func(string) int{status(500), status(404)}, wantStatus: 502, decision: "forward", rule: "upstream"},
+		{name: "404 then 404 is 404", target: "/example.com/a/@v/v1.0.0.mod", pubFaults: []func(string) int{status(404), status(410)}, wantStatus: 410, decision: "forward"},
+		{name: "connection refused is 502", target: "/example.com/a/@v/list", deadPublic: true, wantStatus: 502, decision: "forward", rule: "upstream"},
+		{name: "failover after refused", target: "/example.com/a/@v/list", deadPublic: true, pubFaults: []func(string) int{nil}, wantStatus: 200, decision: "forward"},
+		{name: "private", target: "/corp.example/private/@v/v1.0.0.info", wantStatus: 200, decision: "forward"},
+		{name: "private not found is 403", target: "/corp.example/nope/@v/list", wantStatus: 403, decision: "deny", rule: "private-not-found"},
+		{name: "private not found passed", target: "/corp.example/nope/@v/list", passPriv: true, wantStatus: 404, decision: "forward"},
+		{name: "private without upstream", target: "/corp.example/private/@v/list", noPrivate: true, wantStatus: 403, decision: "deny", rule: "private-no-upstream"},
+		{name: "sumdb supported", target: "/sumdb/" + testproxy.DefaultSumDB + "/supported", wantStatus: 200, decision: "serve"},
+		{name: "sumdb latest", target: "/sumdb/" + testproxy.DefaultSumDB + "/latest", wantStatus: 200, wantBody: testproxy.DefaultSumDB, decision: "forward"},
+		{name: "sumdb lookup", target: "/sumdb/" + testproxy.DefaultSumDB + "/lookup/example.com/a@v1.0.0", wantStatus: 200, wantBody: "example.com/a v1.0.0 h1:", decision: "forward"},
+		{name: "sumdb other name", target: "/sumdb/sum.other.test/supported", wantStatus: 403, decision: "deny", rule: policy.RuleSumDBAllowList},
+		{name: "sumdb private lookup", target: "/sumdb/" + testproxy.DefaultSumDB + "/lookup/corp.example/private@v1.0.0", wantStatus: 403, decision: "deny", rule: policy.RulePrivateSumDB},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var pubs []*testproxy.Server
+			var s setup
+			if tt.deadPublic {
+				s.public = append(s.public, closedURL(t))
+			}
+			n := max(len(tt.pubFaults), 1)
+			if tt.deadPublic {
+				n = len(tt.pubFaults)
+			}
+			for i := range n {
+				p := testproxy.Start(t, public)
+				if i < len(tt.pubFaults) && tt.pubFaults[i] != nil {
+					p.Fault(tt.pubFaults[i])
+				}
+				pubs = append(pubs, p)
+				s.public = append(s.public, p.URL)
+			}
+			priv := testproxy.Start(t, private)
+			if !tt.noPrivate {
+				s.private = []string{priv.URL}
+			}
+			s.opts.PassPrivateNotFound = tt.passPriv
+			h := start(t, s)
+
+			method := tt.method
+			if method == "" {
+				method = "GET"
+			}
+			got, body, err := get(t, method, h.url, tt.target)
+			if err != nil {
+				t.Fatalf("%s %s: %v", method, tt.target, err)
+			}
+			if got != tt.wantStatus || !strings.Contains(body, tt.wantBody) {
+				t.Errorf("%s %s = %d %q, want %d containing %q", method, tt.target, got, body, tt.wantStatus, tt.wantBody)
+			}
+			if got >= 400 {
+				if lines := strings.Count(strings.TrimSuffix(body, "\n"), "\n") + 1; lines > 8 {
+					t.Errorf("error body has %d lines, want at most 8", lines)
+				}
+			}
+
+			evs := h.events.list(t)
+			if len(evs) != 1 {
+				t.Fatalf("got %d audit events, want exactly 1: %+v", len(evs), evs)
+			}
+			ev := evs[0]
+			if ev.HTTP == nil || ev.HTTP.Response.StatusCode != tt.wantStatus || ev.HTTP.Request.Method != method {
+				t.Errorf("audit http = %+v, want status %d method %s", ev.HTTP, tt.wantStatus, method)
+			}
+			if ev.Modgate.Decision != tt.decision || ev.Modgate.Rule != tt.rule {
+				t.Errorf("audit decision, rule = %q, %q; want %q, %q", ev.Modgate.Decision, ev.Modgate.Rule, tt.decision, tt.rule)
+			}
+			if tt.outcome != "" && ev.Event.Outcome != tt.outcome {
+				t.Errorf("audit outcome = %q, want %q", ev.Event.Outcome, tt.outcome)
+			}
+			if ev.Source == nil || ev.Source.IP != "127.0.0.1" || ev.URL == nil || ev.URL.Path != tt.target {
+				t.Errorf("audit source, url = %+v, %+v; want 127.0.0.1 and %q", ev.Source, ev.URL, tt.target)
+			}
+			if got >= 400 && ev.Event.Reason == "" {
+				t.Errorf("audit event of a %d has no reason", got)
+			}
+
+			// Invariant 3: no private path ever reaches a public upstream.
+			for _, p := range pubs {
+				for _, r := range p.Requests() {
+					if strings.Contains(r, "corp.example") {
+						t.Errorf("public upstream saw private path %q", r)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestUpstreamTimeoutIs504(t *testing.T) {
+	p := testproxy.Start(t, testproxy.Fixtures(t))
+	p.Delay(func(string) time.Duration { return 2 * time.Second })
+	h := start(t, setup{public: []string{p.URL}, client: upstream.ClientOptions{HeaderTimeout: 200 * time.Millisecond}})
+	got, body, err := get(t, "GET", h.url, "/example.com/a/@v/list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != http.StatusGatewayTimeout {
+		t.Errorf("GET with a slow upstream = %d %q, want 504", got, body)
+	}
+	if evs := h.events.list(t); len(evs) != 1 || evs[0].HTTP.Response.StatusCode != 504 {
+		t.Errorf("audit events = %+v, want one with status 504", evs)
+	}
+}
+
+func TestOversizeBody(t *testing.T) {
+	const target = "/example.com/a/@v/v1.0.0.info"
+	big := bytes.Repeat([]byte("x"), extproc.MaxInfoBytes+1)
+
+	t.Run("announced", func(t *testing.T) {
+		p := testproxy.Start(t, testproxy.Fixtures(t))
+		p.Replace(target, big)
+		h := start(t, setup{public: []string{p.URL}})
+		got, body, err := get(t, "GET", h.url, target)
+		if err != nil || got != http.StatusBadGateway || !strings.Contains(body, "limit") {
+			t.Errorf("GET of an announced oversize .info = %d %q, %v; want 502 naming the limit", got, body, err)
+		}
+	})
+
+	t.Run("streamed", func(t *testing.T) {
+		// An upstream that sends no Content-Length: the limit trips mid-body.
+		up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			w.Write(big)
+		}))
+		t.Cleanup(up.Close)
+		h := start(t, setup{public: []string{up.URL}})
+		_, body, err := get(t, "GET", h.url, target)
+		if err == nil {
+			t.Fatalf("GET of a streamed oversize .info completed with %d bytes; want the response aborted", len(body))
+		}
+		evs := h.events.list(t)
+		if len(evs) != 1 || evs[0].Event.Outcome != audit.OutcomeFailure || !strings.Contains(evs[0].Event.Reason, "limit") {
+			t.Errorf("audit events = %+v, want one failure naming the limit", evs)
+		}
+	})
+}
+
+func TestEveryRequestAuditedOnce(t *testing.T) {
+	p := testproxy.Start(t, testproxy.Fixtures(t))
+	h := start(t, setup{public: []string{p.URL}})
+	targets := []string{
+		"/example.com/a/@v/list", "/example.com/a/@v/v1.0.0.zip", "/x/../y", "/%00",
+		"/sumdb/" + testproxy.DefaultSumDB + "/supported", "/example.com/nope/@latest",
+	}
+	const rounds = 5
+	var wg sync.WaitGroup
+	for range rounds {
+		for _, target := range targets {
+			wg.Go(func() {
+				if _, _, err := get(t, "GET", h.url, target); err != nil {
+					t.Errorf("GET %s: %v", target, err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	evs := h.events.list(t)
+	if len(evs) != rounds*len(targets) {
+		t.Fatalf("got %d audit events for %d requests", len(evs), rounds*len(targets))
+	}
+	ids := map[string]bool{}
+	for _, ev := range evs {
+		if ids[ev.HTTP.Request.ID] {
+			t.Errorf("request id %s audited twice", ev.HTTP.Request.ID)
+		}
+		ids[ev.HTTP.Request.ID] = true
+	}
+}

@@ -1,0 +1,188 @@
+// Package integration holds modgate's end-to-end tests: the real modgate
+// binary, real go commands, and hermetic upstreams on 127.0.0.1.
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modgate/modgate/audit"
+)
+
+// modgateBin is the modgate binary built once for all tests.
+var modgateBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "modgate-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	modgateBin = filepath.Join(dir, "modgate")
+	build := exec.Command("go", "build", "-o", modgateBin, "github.com/modgate/modgate/cmd/modgate")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building modgate:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// A gatewayProc is a running `modgate serve`.
+type gatewayProc struct {
+	URL   string // GOPROXY listener, e.g. http://127.0.0.1:PORT
+	Admin string // admin listener base URL
+	audit string // audit file
+	cmd   *exec.Cmd
+
+	mu  sync.Mutex
+	log bytes.Buffer // stderr so far
+}
+
+var listenRE = regexp.MustCompile(`msg=listening listener=(\w+) addr=(\S+) scheme=(\w+)`)
+
+// startModgate runs `modgate serve` with the YAML config and extra flags,
+// on free loopback ports, and waits until it listens. The process is
+// stopped with SIGTERM at the end of the test, and must exit cleanly.
+func startModgate(t *testing.T, config string, flags ...string) *gatewayProc {
+	t.Helper()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "modgate.yaml")
+	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := &gatewayProc{audit: filepath.Join(dir, "audit.jsonl")}
+	args := append([]string{"serve", "--config", cfgPath, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--audit", g.audit, "--log-level", "debug"}, flags...)
+	g.cmd = exec.Command(modgateBin, args...)
+	g.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GOENV=off", "GOFLAGS=", "GOTOOLCHAIN=local"}
+	stderr, err := g.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+
+	ready := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stderr)
+		listening := 0
+		for sc.Scan() {
+			line := sc.Text()
+			g.mu.Lock()
+			g.log.WriteString(line + "\n")
+			if m := listenRE.FindStringSubmatch(line); m != nil {
+				url := m[3] + "://" + m[2]
+				if m[1] == "goproxy" {
+					g.URL = url
+				} else {
+					g.Admin = url
+				}
+				if listening++; listening == 2 {
+					close(ready)
+				}
+			}
+			g.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		g.cmd.Process.Signal(syscall.SIGTERM)
+		exited := make(chan error, 1)
+		go func() { <-done; exited <- g.cmd.Wait() }()
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("modgate exited with %v after SIGTERM; log:\n%s", err, g.logText())
+			}
+		case <-time.After(15 * time.Second):
+			g.cmd.Process.Kill()
+			t.Errorf("modgate did not stop within 15s of SIGTERM")
+		}
+	})
+	select {
+	case <-ready:
+	case <-done:
+		t.Fatalf("modgate exited before listening; log:\n%s", g.logText())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("modgate not listening after 30s; log:\n%s", g.logText())
+	}
+	return g
+}
+
+func (g *gatewayProc) logText() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.log.String()
+}
+
+// events reads the audit file.
+func (g *gatewayProc) events(t *testing.T) []audit.Event {
+	t.Helper()
+	f, err := os.Open(g.audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var evs []audit.Event
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var ev audit.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("audit line %q: %v", sc.Text(), err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// waitEvents waits until the audit file holds at least n events: the event
+// of a request is written when the response is done, which may be just
+// after the client has read it.
+func (g *gatewayProc) waitEvents(t *testing.T, n int) []audit.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	for {
+		evs := g.events(t)
+		if len(evs) >= n || ctx.Err() != nil {
+			return evs
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func readAll(t *testing.T, r io.Reader) string {
+	t.Helper()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,158 @@
+// Package upstream describes the GOPROXY-protocol servers modgate fetches
+// from and holds the HTTP client the standalone data plane fetches with.
+//
+// An Upstream is either public (it may see any public module path and the
+// checksum-database endpoints) or private (it alone may see paths matching
+// the private patterns). The two sets never mix: a private path is never
+// sent to a public upstream.
+//
+// The Client plays the part Envoy's router plays in mesh mode: it sends one
+// request to one upstream, with bounded connect, TLS and header time. It
+// follows no more than a few redirects and never sends credentials of the
+// client to an upstream. Which upstream to try next is the caller's
+// decision.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// An Upstream is one GOPROXY-protocol server.
+type Upstream struct {
+	Name    string   // short name for logs, audit and metrics
+	URL     *url.URL // base URL; request paths are appended to its path
+	Private bool     // serves private module paths only
+}
+
+// Parse returns the Upstream for a base URL such as "https://proxy.example/".
+// An empty name defaults to the URL's host.
+func Parse(name, rawURL string, private bool) (*Upstream, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", rawURL, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("upstream %q: scheme must be http or https", rawURL)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("upstream %q: no host", rawURL)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("upstream %q: user info, query and fragment are not allowed", rawURL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	if name == "" {
+		name = u.Host
+	}
+	return &Upstream{Name: name, URL: u, Private: private}, nil
+}
+
+// String returns the upstream's name.
+func (u *Upstream) String() string { return u.Name }
+
+// ClientOptions configures a Client. The zero value works.
+type ClientOptions struct {
+	// HeaderTimeout bounds the time from sending a request to receiving the
+	// response headers. Default 30s.
+	HeaderTimeout time.Duration
+	// DialTimeout bounds connection set-up, TLS included. Default 10s.
+	DialTimeout time.Duration
+	// MaxRedirects is how many redirects a fetch follows. Default 5;
+	// negative follows none.
+	MaxRedirects int
+	// Transport replaces the default transport (tests).
+	Transport http.RoundTripper
+}
+
+// A Client fetches from upstreams. It is safe for concurrent use.
+type Client struct {
+	hc *http.Client
+}
+
+// NewClient returns a Client configured by opts.
+func NewClient(opts ClientOptions) *Client {
+	if opts.HeaderTimeout <= 0 {
+		opts.HeaderTimeout = 30 * time.Second
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 10 * time.Second
+	}
+	if opts.MaxRedirects == 0 {
+		opts.MaxRedirects = 5
+	}
+	rt := opts.Transport
+	if rt == nil {
+		dialer := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
+		rt = &http.Transport{
+			Proxy:                  http.ProxyFromEnvironment,
+			DialContext:            dialer.DialContext,
+			TLSHandshakeTimeout:    opts.DialTimeout,
+			ResponseHeaderTimeout:  opts.HeaderTimeout,
+			MaxIdleConnsPerHost:    64,
+			IdleConnTimeout:        90 * time.Second,
+			ForceAttemptHTTP2:      true,
+			MaxResponseHeaderBytes: 64 << 10,
+		}
+	}
+	maxRedirects := opts.MaxRedirects
+	return &Client{hc: &http.Client{
+		Transport: rt,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) > maxRedirects {
+				return fmt.Errorf("more than %d redirects", maxRedirects)
+			}
+			if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+				return fmt.Errorf("redirect to unsupported scheme %q", req.URL.Scheme)
+			}
+			return nil
+		},
+	}}
+}
+
+// Do sends method (GET or HEAD) for the canonical request path p (as made
+// by goproxy.Request.Path) to u. The caller closes the response body. The
+// request lives as long as ctx.
+func (c *Client) Do(ctx context.Context, u *Upstream, method, p string) (*http.Response, error) {
+	target := u.URL.String() + p
+	req, err := http.NewRequestWithContext(ctx, method, target, nil)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+	}
+	req.Header.Set("User-Agent", "modgate")
+	// The error names the URL, and so the upstream.
+	return c.hc.Do(req)
+}
+
+// IsTimeout reports whether err is a fetch that ran out of time, as opposed
+// to one that failed: the first becomes a 504, the second a 502.
+func IsTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// A Set is a fixed, ordered list of public and private upstreams.
+type Set struct {
+	Public  []*Upstream
+	Private []*Upstream
+}
+
+// Candidates returns, in order of preference, the upstreams that may see a
+// public (private == false) or private request. The caller must not modify
+// the returned slice.
+func (s *Set) Candidates(private bool) []*Upstream {
+	if private {
+		return s.Private
+	}
+	return s.Public
+}
