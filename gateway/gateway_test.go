@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -48,6 +49,14 @@ func (e *events) list(t testing.TB) []audit.Event {
 	return out
 }
 
+// tbWriter sends logs to the test's log.
+type tbWriter struct{ t testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
 type harness struct {
 	url    string
 	events *events
@@ -60,7 +69,7 @@ type setup struct {
 	client  upstream.ClientOptions
 }
 
-func start(t *testing.T, s setup) *harness {
+func start(t testing.TB, s setup) *harness {
 	t.Helper()
 	set := new(upstream.Set)
 	for i, u := range s.public {
@@ -82,13 +91,17 @@ func start(t *testing.T, s setup) *harness {
 		t.Fatal(err)
 	}
 	ev := new(events)
+	log := slog.New(slog.DiscardHandler)
+	if _, bench := t.(*testing.B); !bench {
+		log = slog.New(slog.NewTextHandler(tbWriter{t}, nil))
+	}
 	opts := s.opts
-	opts.Policy, opts.Upstreams, opts.Audit = pol, set, audit.NewWriter(ev)
+	opts.Policy, opts.Upstreams, opts.Audit, opts.Logger = pol, set, audit.NewWriter(ev), log
 	proc, err := extproc.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := gateway.New(gateway.Options{Processor: proc, Client: upstream.NewClient(s.client)})
+	h, err := gateway.New(gateway.Options{Processor: proc, Client: upstream.NewClient(s.client), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -569,3 +569,19 @@ func TestPathInvalid(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkParse(b *testing.B) {
+	for _, target := range []string{
+		"/github.com/%21burnt%21sushi/toml/@v/v1.3.2.zip",
+		"/golang.org/x/mod/@v/list",
+		"/sumdb/sum.example.test/lookup/golang.org/x/mod@v0.42.0",
+	} {
+		b.Run(target, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Parse("GET", target, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
