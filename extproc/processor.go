@@ -6,30 +6,41 @@
 // phases that mirror Envoy's ext_proc messages:
 //
 //	x := p.Begin(client)
-//	d := x.RequestHeaders(ctx, method, target)   // classify, decide
-//	   Reject or Serve: write d.Reply
-//	   Forward: for each candidate upstream i, in order,
-//	       r := x.UpstreamResponse(ctx, i, status, header)   or
-//	       r := x.UpstreamFailed(ctx, i, err)
-//	       Next: try candidate i+1; Replace: write r.Reply;
-//	       Pass: write r.Status and r.Header, then the body as r.Body says
+//	d := x.RequestHeaders(ctx, method, target)  // classify, identify, decide, look up
+//	if d.Action == Forward {                     // a miss this request leads
+//	    f := d.Fill                              // fetch from f.Candidates in order:
+//	    r := f.UpstreamResponse(ctx, i, status, header) // or f.UpstreamFailed(ctx, i, err)
+//	    //   Next: try candidate i+1; Fail: stop; Store: feed the body to
+//	    //   f.ResponseBody, chunk by chunk
+//	    res := f.Finish(ctx, err)                // verify, store, wake coalesced requests
+//	    d = x.Filled(ctx, res)
+//	}
+//	// Reject or Serve: write d.Reply.  Hit: serve d.Entry with d.Status and
+//	// d.Header, then close it.  Abort: the client is gone, write nothing.
 //	x.Done(status, bytes, err)                   // exactly one audit event
 //
 // The processor owns every decision: status codes, which upstream may see
 // a path, which upstream answers count as "not found" and which as an
-// outage, what headers reach the client, and how large a body may be. Front
-// ends only move bytes. Errors become client replies in one place
-// (Exchange.refuse), which is also the one place they are logged.
+// outage, what is cached and for how long, what headers reach the client,
+// and how large a body may be. Front ends only move bytes. Errors become
+// client replies in one place (Exchange.refuse), which is also the one
+// place they are logged.
 //
 // Status semantics: grammar rejects are 400/404/405; policy denials are 403
 // (never 404 or 410, which make the go command fall back to the next proxy
-// in its list); an upstream outage is 502, or 504 for a timeout, never 404;
-// an upstream 404/410 reaches the client only for a public path, and only
-// when no candidate upstream failed. Every error body is plain text of at
-// most 8 lines.
+// in its list); an exhausted miss budget is 429 with Retry-After; an
+// upstream outage is 502, or 504 for a timeout, never 404; an upstream
+// 404/410 reaches the client only for a public path, and only when no
+// candidate upstream failed. Every error body is plain text of at most 8
+// lines.
 //
-// A Processor is safe for concurrent use. An Exchange belongs to one
-// request and is used by one goroutine at a time.
+// Caching: concurrent misses for one key share one Fill (the others wait
+// in RequestHeaders, each as long as its own context lives); 404/410
+// answers are cached as negative entries; when a fill fails and a stale
+// Query entry exists, the stale entry is served with a Warning header.
+//
+// A Processor is safe for concurrent use. An Exchange or a Fill belongs to
+// one request and is used by one goroutine at a time.
 package extproc
 
 import (
@@ -45,6 +56,7 @@ import (
 	"time"
 
 	"github.com/modgate/modgate/audit"
+	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/goproxy"
 	"github.com/modgate/modgate/policy"
 	"github.com/modgate/modgate/upstream"
@@ -76,14 +88,32 @@ type Upstreams interface {
 	Candidates(private bool) []*upstream.Upstream
 }
 
-// Options configures a Processor. Audit and Upstreams are required; the
-// other fields' zero values work.
+// Cache stores responses. Get returns an error wrapping fs.ErrNotExist
+// when key has no servable entry; the caller closes a returned Entry.
+type Cache interface {
+	Get(key string) (*cache.Entry, error)
+	NewWriter(key string, class cache.Class, status int, contentType string) *cache.Writer
+}
+
+// Budget rations misses per client and per module ("" for none). Charge
+// reports whether the miss may go upstream and, if not, which budget
+// refused and when to retry.
+type Budget interface {
+	Charge(client, module string) (ok bool, which string, retryAfter time.Duration)
+}
+
+// Options configures a Processor. Upstreams, Cache and Audit are
+// required; the other fields' zero values work.
 type Options struct {
 	// Policy decides what is allowed. Default: a policy with no private
 	// patterns and no checksum database.
 	Policy *policy.Policy
 	// Upstreams gives the candidate upstreams per route.
 	Upstreams Upstreams
+	// Cache stores what upstreams answer.
+	Cache Cache
+	// Budget rations misses. Default: none.
+	Budget Budget
 	// Audit receives exactly one event per request.
 	Audit Auditor
 	// MaxTarget limits the request target in bytes. Default
@@ -105,27 +135,33 @@ type Options struct {
 type Processor struct {
 	policy    *policy.Policy
 	upstreams Upstreams
+	cache     Cache
+	budget    Budget
 	audit     Auditor
 	maxTarget int
 	passPriv  bool
 	log       *slog.Logger
 	now       func() time.Time
+	flights   cache.Flights[FillResult]
 }
 
 // New checks opts and returns a Processor.
 func New(opts Options) (*Processor, error) {
-	if opts.Upstreams == nil {
+	switch {
+	case opts.Upstreams == nil:
 		return nil, errors.New("extproc: Upstreams is required")
-	}
-	if opts.Audit == nil {
+	case opts.Cache == nil:
+		return nil, errors.New("extproc: Cache is required")
+	case opts.Audit == nil:
 		return nil, errors.New("extproc: Audit is required")
-	}
-	if opts.MaxTarget < 0 {
+	case opts.MaxTarget < 0:
 		return nil, fmt.Errorf("extproc: MaxTarget %d is negative", opts.MaxTarget)
 	}
 	p := &Processor{
 		policy:    opts.Policy,
 		upstreams: opts.Upstreams,
+		cache:     opts.Cache,
+		budget:    opts.Budget,
 		audit:     opts.Audit,
 		maxTarget: opts.MaxTarget,
 		passPriv:  opts.PassPrivateNotFound,
@@ -159,25 +195,46 @@ type Client struct {
 	User       string         // basic-auth user name
 }
 
+// identity is the client's name for budgets: the strongest identity known.
+func (c Client) identity() string {
+	id := c.Addr.Addr().Unmap().String()
+	switch {
+	case len(c.URISANs) > 0:
+		id = c.URISANs[0]
+	case c.Subject != "":
+		id = c.Subject
+	case c.User != "":
+		id = "user:" + c.User
+	}
+	if len(id) > 256 {
+		id = id[:256]
+	}
+	return id
+}
+
 // Action is what a front end does next.
 type Action uint8
 
 const (
 	// Reject: write Reply, an error.
 	Reject Action = iota + 1
-	// Serve: write Reply, content modgate has itself.
+	// Serve: write Reply, content modgate makes itself.
 	Serve
-	// Forward: fetch Path from the candidate upstreams in order.
+	// Hit: serve Entry with Status and Header, then close it.
+	Hit
+	// Forward: this request leads the Fill of a miss.
 	Forward
-	// Pass: send the upstream's response on, as the fields say.
-	Pass
-	// Replace: drop the upstream's response and write Reply instead.
-	Replace
+	// Abort: the client went away while waiting; write nothing.
+	Abort
+	// Store: feed the upstream body to Fill.ResponseBody, then Finish.
+	Store
 	// Next: drop the upstream's response and try the next candidate.
 	Next
+	// Fail: drop the upstream's response and Finish the fill.
+	Fail
 )
 
-var actionNames = [...]string{Reject: "reject", Serve: "serve", Forward: "forward", Pass: "pass", Replace: "replace", Next: "next"}
+var actionNames = [...]string{Reject: "reject", Serve: "serve", Hit: "hit", Forward: "forward", Abort: "abort", Store: "store", Next: "next", Fail: "fail"}
 
 func (a Action) String() string {
 	if int(a) < len(actionNames) && actionNames[a] != "" {
@@ -193,36 +250,25 @@ type Reply struct {
 	Body   []byte
 }
 
-// Decision is the answer to the request-headers phase.
+// Decision is what the front end does with a request.
 type Decision struct {
-	Action     Action               // Reject, Serve or Forward
-	Reply      *Reply               // Reject and Serve
-	Method     string               // Forward: method to send upstream
-	Path       string               // Forward: canonical path to request
-	Candidates []*upstream.Upstream // Forward: upstreams to try, in order
+	Action Action       // Reject, Serve, Hit, Forward or Abort
+	Reply  *Reply       // Reject and Serve
+	Entry  *cache.Entry // Hit: the body, owned by the front end, which closes it
+	Status int          // Hit: 200, or 404/410 for a negative entry
+	Header http.Header  // Hit: the headers (Content-Length excluded)
+	Fill   *Fill        // Forward
 }
 
-// BodyMode says what the processor needs of an upstream body it lets pass.
-type BodyMode uint8
-
+// Cache statuses, as in X-Modgate-Cache and the audit event.
 const (
-	// BodyPass: copy the body to the client, at most Limit bytes; a longer
-	// body is an error and the response must be aborted, not completed.
-	BodyPass BodyMode = iota + 1
-	// BodyExcerpt: read at most Limit bytes (the rest is dropped), hand
-	// them to Exchange.Excerpt and send its result as the whole body.
-	BodyExcerpt
+	cacheBypass    = "bypass" // the cache was not consulted: rejected, denied, or local
+	cacheHit       = "hit"
+	cacheMiss      = "miss"
+	cacheStale     = "stale"
+	cacheNegative  = "negative"
+	cacheCoalesced = "coalesced"
 )
-
-// A Response is the answer to an upstream response (or failure).
-type Response struct {
-	Action Action      // Pass, Replace or Next
-	Reply  *Reply      // Replace
-	Status int         // Pass: status for the client
-	Header http.Header // Pass: headers for the client (Content-Length excluded)
-	Body   BodyMode    // Pass
-	Limit  int64       // Pass: bytes the body may have
-}
 
 // Exchange is one request's passage through the processor.
 type Exchange struct {
@@ -232,18 +278,19 @@ type Exchange struct {
 	client Client
 	log    *slog.Logger
 
-	method     string
-	target     string
-	req        goproxy.Request
-	parsed     bool
-	route      policy.Route
-	candidates []*upstream.Upstream
-	failure    error // the last upstream failure, if any
+	method string
+	target string
+	req    goproxy.Request
+	parsed bool
+	route  policy.Route
+	class  cache.Class
+	stale  *cache.Entry // a stale Query entry, served if the fill fails
 
 	decision string // reject, deny, serve or forward
 	rule     string
 	reason   string
 	upstream string
+	cache    string
 	done     bool
 }
 
@@ -256,132 +303,218 @@ func (p *Processor) Begin(client Client) *Exchange {
 		id:     id,
 		client: client,
 		log:    p.log.With("request_id", id),
+		cache:  cacheBypass,
 	}
 }
 
 // ID returns the request's id, unique per Exchange.
 func (x *Exchange) ID() string { return x.id }
 
-// RequestHeaders runs classify and decide for the request's method and raw
-// target (the request-target as received, or Envoy's :path).
+// RequestHeaders classifies the request from its method and raw target (the
+// request-target as received, or Envoy's :path), decides on it, and looks
+// it up. On a miss it either leads a new fill (Forward) or, if one is in
+// progress for the same key, waits for it as long as ctx lives.
 func (x *Exchange) RequestHeaders(ctx context.Context, method, target string) Decision {
 	x.method, x.target = method, target
 	req, err := goproxy.Parse(method, target, x.p.maxTarget)
 	if err != nil {
-		return Decision{Action: Reject, Reply: x.refuse(ctx, err)}
+		return x.reject(ctx, err)
 	}
 	x.req, x.parsed = req, true
 
 	v := x.p.policy.Decide(req)
 	if !v.Allow {
-		return Decision{Action: Reject, Reply: x.refuse(ctx, &denial{rule: v.Rule, reason: v.Reason})}
+		return x.reject(ctx, &denial{rule: v.Rule, reason: v.Reason})
 	}
 	x.route = v.Route
-	switch v.Route {
-	case policy.Local:
+	if v.Route == policy.Local {
 		// The only local answer: /sumdb/NAME/supported for an allowed NAME.
 		x.decision = "serve"
-		return Decision{Action: Serve, Reply: &Reply{Status: http.StatusOK, Header: textHeader()}}
-	case policy.Private:
-		x.candidates = x.p.upstreams.Candidates(true)
-		if len(x.candidates) == 0 {
-			return Decision{Action: Reject, Reply: x.refuse(ctx, &denial{
+		return Decision{Action: Serve, Reply: &Reply{Status: http.StatusOK, Header: textHeader(cacheBypass)}}
+	}
+	candidates := x.p.upstreams.Candidates(v.Route == policy.Private)
+	if len(candidates) == 0 {
+		if v.Route == policy.Private {
+			return x.reject(ctx, &denial{
 				rule:   "private-no-upstream",
 				reason: fmt.Sprintf("%s is a private module and no private upstream is configured", req.Module),
-			})}
-		}
-	default:
-		x.candidates = x.p.upstreams.Candidates(false)
-		if len(x.candidates) == 0 {
-			return Decision{Action: Reject, Reply: x.refuse(ctx, &upstreamError{err: errors.New("no public upstream is configured")})}
-		}
-	}
-	x.decision = "forward"
-	return Decision{
-		Action:     Forward,
-		Method:     method,
-		Path:       req.Path(),
-		Candidates: x.candidates,
-	}
-}
-
-// UpstreamResponse decides what to do with the response headers that
-// candidate i of the Forward decision answered with.
-func (x *Exchange) UpstreamResponse(ctx context.Context, i int, status int, h http.Header) Response {
-	u := x.candidates[i]
-	x.upstream = u.Name
-	last := i == len(x.candidates)-1
-	switch {
-	case status == http.StatusOK:
-		limit := x.bodyLimit()
-		if n := contentLength(h); n > limit {
-			return x.replace(ctx, &upstreamError{upstream: u.Name, err: fmt.Errorf("announced %d bytes for a %s, over the %d-byte limit", n, x.req.Kind, limit)})
-		}
-		return Response{Action: Pass, Status: status, Header: passHeader(h, x.req.Kind), Body: BodyPass, Limit: limit}
-
-	case status == http.StatusNotFound || status == http.StatusGone:
-		if !last {
-			return Response{Action: Next}
-		}
-		if x.failure != nil {
-			// Some candidate failed: it might have had the module, so this is
-			// an outage, not "not found" (invariant 4).
-			return x.replace(ctx, x.failure)
-		}
-		if x.route == policy.Private && !x.p.passPriv {
-			return x.replace(ctx, &denial{
-				rule:   "private-not-found",
-				reason: fmt.Sprintf("%s: not found at private upstream %s (refused rather than 404, so clients do not ask other proxies)", x.req.Module, u.Name),
 			})
 		}
-		x.reason = "upstream " + u.Name + ": " + http.StatusText(status)
-		return Response{Action: Pass, Status: status, Header: textHeader(), Body: BodyExcerpt, Limit: MaxExcerptBytes}
+		return x.reject(ctx, &upstreamError{err: errors.New("no public upstream is configured")})
+	}
+	x.class, _ = cache.ClassOf(req)
+	key := req.Path()
 
-	default:
-		x.failure = &upstreamError{upstream: u.Name, status: status}
-		if !last {
-			x.logFailure(x.failure)
-			return Response{Action: Next}
+	// Normally one round; another only when a coalesced fill's entry is
+	// gone before this request could open it.
+	for range 3 {
+		if d, ok := x.lookup(ctx, key); ok {
+			return d
 		}
-		return x.replace(ctx, x.failure)
+		f, leader := x.p.flights.Start(key)
+		if !leader {
+			res, err := f.Wait(ctx)
+			if err != nil {
+				x.closeStale()
+				return Decision{Action: Abort}
+			}
+			if d, ok := x.follow(ctx, res); ok {
+				return d
+			}
+			continue // the flight's entry is gone already: look again
+		}
+		if d, ok := x.charge(ctx); !ok {
+			x.p.flights.Land(f, FillResult{retry: true})
+			return d
+		}
+		x.decision, x.cache = "forward", cacheMiss
+		return Decision{Action: Forward, Fill: x.newFill(f, key, candidates)}
+	}
+	return x.reject(ctx, fmt.Errorf("cache entry for %s vanished three times while being filled", key))
+}
+
+// lookup serves key from the cache if it holds a fresh entry. A stale one
+// is kept for stale-if-error.
+func (x *Exchange) lookup(ctx context.Context, key string) (Decision, bool) {
+	e, err := x.p.cache.Get(key)
+	if err != nil {
+		if !errors.Is(err, cache.ErrNotCached) {
+			x.log.ErrorContext(ctx, "cache read failed; treating as a miss", "key", key, "err", err)
+		}
+		return Decision{}, false
+	}
+	if !e.Fresh {
+		x.closeStale()
+		x.stale = e
+		return Decision{}, false
+	}
+	status := cacheHit
+	if e.Status != http.StatusOK {
+		status = cacheNegative
+	}
+	return x.serveEntry(ctx, e, status), true
+}
+
+// charge takes a miss that this request is about to fetch out of the
+// client's and the module's budgets (requests that wait for another's
+// fetch are not charged). A refusal is the Decision to send.
+func (x *Exchange) charge(ctx context.Context) (Decision, bool) {
+	if x.p.budget == nil {
+		return Decision{}, true
+	}
+	module := x.req.Module
+	if x.req.Kind.IsSumDB() {
+		module = "" // tiles and tree heads belong to no module
+	}
+	ok, which, retry := x.p.budget.Charge(x.client.identity(), module)
+	if ok {
+		return Decision{}, true
+	}
+	x.closeStale()
+	secs := int((retry + time.Second - 1) / time.Second)
+	d := x.reject(ctx, &overBudget{which: which, retry: secs})
+	d.Reply.Header.Set("Retry-After", strconv.Itoa(secs))
+	return d, false
+}
+
+// follow turns the result of another request's fill into this request's
+// Decision. ok is false if the filled entry is already gone from the
+// cache, so the caller should look again.
+func (x *Exchange) follow(ctx context.Context, res FillResult) (Decision, bool) {
+	if res.retry {
+		return Decision{}, false
+	}
+	x.upstream = res.upstream
+	if res.entry == nil {
+		return x.failed(ctx, res), true
+	}
+	e, err := res.entry.Reopen()
+	if err != nil {
+		return Decision{}, false
+	}
+	x.closeStale()
+	return x.serveEntry(ctx, e, cacheCoalesced), true
+}
+
+// Filled turns the result of the fill this request led into its Decision.
+func (x *Exchange) Filled(ctx context.Context, res FillResult) Decision {
+	x.upstream = res.upstream
+	if res.entry == nil {
+		return x.failed(ctx, res)
+	}
+	e, err := res.entry.Reopen()
+	if err != nil {
+		return x.reject(ctx, fmt.Errorf("reopen filled entry: %w", err))
+	}
+	x.closeStale()
+	return x.serveEntry(ctx, e, cacheMiss)
+}
+
+// failed answers a fill that stored nothing: the stale entry if there is
+// one and the failure is an upstream's, else the failure.
+func (x *Exchange) failed(ctx context.Context, res FillResult) Decision {
+	var ue *upstreamError
+	if x.stale != nil && errors.As(res.err, &ue) {
+		e := x.stale
+		x.stale = nil
+		x.reason = "stale: " + res.err.Error()
+		x.log.WarnContext(ctx, "serving stale entry", "key", e.Key, "err", res.err)
+		d := x.serveEntry(ctx, e, cacheStale)
+		d.Header.Set("Warning", `110 modgate "Response is Stale"`)
+		return d
+	}
+	x.closeStale()
+	return x.reject(ctx, res.err)
+}
+
+// serveEntry answers with e, or with a denial for a private negative entry.
+func (x *Exchange) serveEntry(ctx context.Context, e *cache.Entry, status string) Decision {
+	x.cache = status
+	if x.decision == "" {
+		x.decision = "serve"
+	}
+	if e.Status != http.StatusOK {
+		if status == cacheHit {
+			x.cache = cacheNegative
+		}
+		if x.route == policy.Private && !x.p.passPriv {
+			e.Close()
+			return x.reject(ctx, &denial{
+				rule:   "private-not-found",
+				reason: fmt.Sprintf("%s: not found at the private upstreams (refused rather than 404, so clients do not ask other proxies)", x.req.Module),
+			})
+		}
+		if x.reason == "" {
+			x.reason = http.StatusText(e.Status) + " upstream"
+		}
+	}
+	return Decision{Action: Hit, Entry: e, Status: e.Status, Header: x.entryHeader(e)}
+}
+
+func (x *Exchange) closeStale() {
+	if x.stale != nil {
+		x.stale.Close()
+		x.stale = nil
 	}
 }
 
-// UpstreamFailed decides what to do when candidate i could not be asked:
-// no connection, a TLS failure, no response headers in time.
-func (x *Exchange) UpstreamFailed(ctx context.Context, i int, err error) Response {
-	u := x.candidates[i]
-	x.upstream = u.Name
-	x.failure = &upstreamError{upstream: u.Name, err: err, timeout: upstream.IsTimeout(err)}
-	if i < len(x.candidates)-1 {
-		x.logFailure(x.failure)
-		return Response{Action: Next}
-	}
-	return x.replace(ctx, x.failure)
+func (x *Exchange) reject(ctx context.Context, err error) Decision {
+	return Decision{Action: Reject, Reply: x.refuse(ctx, err)}
 }
 
-// Excerpt turns the first bytes of an upstream's "not found" body into the
-// body the client gets: plain text, at most 8 lines.
-func (x *Exchange) Excerpt(b []byte) []byte {
-	lines := splitLines(string(b))
-	if len(lines) == 0 {
-		lines = []string{"not found"}
-	}
-	return plainText(lines...)
-}
-
-// Done ends the Exchange: status is what the client was sent, n the body
-// bytes written, err what cut the response short (nil if it completed).
-// It records the one audit event of the request; calls after the first
-// do nothing.
+// Done ends the Exchange: status is what the client was sent (0 if
+// nothing), n the body bytes written, err what cut the response short (nil
+// if it completed). It records the one audit event of the request; calls
+// after the first do nothing.
 func (x *Exchange) Done(status int, n int64, err error) {
 	if x.done {
 		return
 	}
 	x.done = true
+	x.closeStale()
 	end := x.p.now()
 	outcome := audit.OutcomeSuccess
-	if status >= 400 || err != nil {
+	if status >= 400 || status == 0 || err != nil {
 		outcome = audit.OutcomeFailure
 	}
 	reason := x.reason
@@ -390,8 +523,7 @@ func (x *Exchange) Done(status int, n int64, err error) {
 		x.log.Warn("response cut short", "status", status, "bytes", n, "err", err)
 	}
 	if x.decision == "" {
-		// The front end never got a decision, e.g. the client went away.
-		x.decision = "abort"
+		x.decision = "abort" // the client left before a decision
 	}
 	e := &audit.Event{
 		Timestamp: x.start.UTC(),
@@ -410,6 +542,7 @@ func (x *Exchange) Done(status int, n int64, err error) {
 			Decision: x.decision,
 			Rule:     x.rule,
 			Upstream: x.upstream,
+			Cache:    x.cache,
 		},
 	}
 	if x.client.Addr.IsValid() {
@@ -432,17 +565,10 @@ func (x *Exchange) Done(status int, n int64, err error) {
 		e.Modgate.Module = x.req.Module
 		e.Modgate.Version = x.req.Version
 		e.Modgate.SumDB = x.req.SumDB
-		if x.decision == "forward" {
-			e.Modgate.Cache = "bypass"
-		}
 	}
 	if err := x.p.audit.Record(e); err != nil {
 		x.log.Error("audit event not recorded", "err", err)
 	}
-}
-
-func (x *Exchange) replace(ctx context.Context, err error) Response {
-	return Response{Action: Replace, Reply: x.refuse(ctx, err)}
 }
 
 // refuse is the one place an error becomes a client reply, and the one
@@ -453,6 +579,7 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		rule   string
 		pe     *goproxy.Error
 		de     *denial
+		be     *overBudget
 		ue     *upstreamError
 	)
 	switch {
@@ -471,39 +598,25 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		x.decision = "deny"
 		status, rule = http.StatusForbidden, de.rule
 		x.log.InfoContext(ctx, "request denied", "rule", de.rule, "reason", de.reason)
+	case errors.As(err, &be):
+		x.decision = "deny"
+		status, rule = http.StatusTooManyRequests, "budget-"+be.which
+		x.log.InfoContext(ctx, "miss budget exhausted", "budget", be.which, "client", x.client.identity(), "module", x.req.Module)
 	case errors.As(err, &ue):
 		x.decision = "forward"
 		status, rule = ue.clientStatus(), "upstream"
-		x.logFailure(ue)
+		x.log.WarnContext(ctx, "upstream failed", "err", err, "path", x.target)
 	default:
 		status, rule = http.StatusInternalServerError, "internal"
 		x.log.ErrorContext(ctx, "internal error", "err", err)
 	}
 	x.rule = rule
 	x.reason = err.Error()
-	h := textHeader()
+	h := textHeader(x.cache)
 	if status == http.StatusMethodNotAllowed {
 		h.Set("Allow", "GET, HEAD")
 	}
 	return &Reply{Status: status, Header: h, Body: plainText(x.reason)}
-}
-
-func (x *Exchange) logFailure(err error) {
-	x.log.Warn("upstream failed", "err", err, "path", x.req.Path())
-}
-
-func (x *Exchange) bodyLimit() int64 {
-	switch x.req.Kind {
-	case goproxy.KindZip:
-		return MaxZipBytes
-	case goproxy.KindMod:
-		return MaxModBytes
-	case goproxy.KindList:
-		return MaxListBytes
-	case goproxy.KindInfo, goproxy.KindLatest:
-		return MaxInfoBytes
-	}
-	return MaxSumDBBytes
 }
 
 // A denial is a policy refusal: 403.
@@ -513,6 +626,16 @@ type denial struct {
 }
 
 func (d *denial) Error() string { return "forbidden: " + d.reason }
+
+// overBudget is a miss over the client's or the module's budget: 429.
+type overBudget struct {
+	which string // "client" or "module"
+	retry int    // seconds
+}
+
+func (e *overBudget) Error() string {
+	return fmt.Sprintf("too many cache misses from this %s; retry in %ds", e.which, e.retry)
+}
 
 // An upstreamError is an upstream that failed: a status other than 200,
 // 404 or 410, no answer, or an answer over the limits.
@@ -524,11 +647,9 @@ type upstreamError struct {
 }
 
 func (e *upstreamError) Error() string {
-	name := e.upstream
-	if name == "" {
-		name = "upstream"
-	} else {
-		name = "upstream " + name
+	name := "upstream"
+	if e.upstream != "" {
+		name += " " + e.upstream
 	}
 	switch {
 	case e.err != nil && e.timeout:
@@ -556,12 +677,4 @@ func newID() string {
 	var b [8]byte
 	rand.Read(b[:]) // never fails (crypto/rand)
 	return hex.EncodeToString(b[:])
-}
-
-func contentLength(h http.Header) int64 {
-	n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
-	if err != nil {
-		return -1
-	}
-	return n
 }

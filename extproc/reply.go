@@ -2,10 +2,13 @@ package extproc
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/goproxy"
 )
 
@@ -16,13 +19,38 @@ const (
 	maxLineBytes = 240
 )
 
+const textContentType = "text/plain; charset=utf-8"
+
 // textHeader returns the headers of a plain-text reply.
-func textHeader() http.Header {
+func textHeader(cacheStatus string) http.Header {
 	return http.Header{
-		"Content-Type":           {"text/plain; charset=utf-8"},
+		"Content-Type":           {textContentType},
 		"X-Content-Type-Options": {"nosniff"},
 		"Cache-Control":          {"no-store"},
+		"X-Modgate-Cache":        {cacheStatus},
 	}
+}
+
+// entryHeader returns the headers of a response served from e. Immutable
+// entries may be kept by clients and intermediaries for a year; others for
+// what is left of their freshness; stale and negative ones not at all.
+func (x *Exchange) entryHeader(e *cache.Entry) http.Header {
+	h := http.Header{
+		"Content-Type":           {e.ContentType},
+		"X-Content-Type-Options": {"nosniff"},
+		"Etag":                   {e.ETag()},
+		"X-Modgate-Cache":        {x.cache},
+	}
+	switch {
+	case e.Status != http.StatusOK || !e.Fresh:
+		h.Set("Cache-Control", "no-store")
+	case e.Class.Immutable():
+		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	default:
+		secs := int(e.FreshUntil.Sub(x.p.now()) / time.Second)
+		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(max(secs, 0)))
+	}
+	return h
 }
 
 // plainText builds a plain-text body from lines: each line split further
@@ -72,29 +100,22 @@ func cleanLine(l string) string {
 	return b.String()
 }
 
-// passHeader picks the upstream headers that reach the client: a content
-// type (the protocol's, if the upstream's is missing), and Last-Modified.
-// Nothing else passes: no cookies, no upstream identity, no caching
-// headers that modgate does not stand behind.
-func passHeader(up http.Header, kind goproxy.Kind) http.Header {
-	h := http.Header{}
+// contentType returns the upstream's Content-Type if it is a plain,
+// short value, else the protocol's for kind.
+func contentType(up http.Header, kind goproxy.Kind) string {
 	ct := up.Get("Content-Type")
-	if ct == "" {
-		ct = defaultContentType(kind)
+	ok := ct != "" && len(ct) <= 128
+	for i := 0; ok && i < len(ct); i++ {
+		ok = ct[i] >= 0x20 && ct[i] < 0x7f
 	}
-	h.Set("Content-Type", ct)
-	if lm := up.Get("Last-Modified"); lm != "" {
-		h.Set("Last-Modified", lm)
+	if ok {
+		return ct
 	}
-	return h
-}
-
-func defaultContentType(kind goproxy.Kind) string {
 	switch kind {
 	case goproxy.KindInfo, goproxy.KindLatest:
 		return "application/json"
 	case goproxy.KindZip:
 		return "application/zip"
 	}
-	return "text/plain; charset=utf-8"
+	return textContentType
 }

@@ -25,14 +25,3 @@ func TestPlainText(t *testing.T) {
 	}
 }
 
-func TestExcerpt(t *testing.T) {
-	x := &Exchange{}
-	if got := string(x.Excerpt(nil)); got != "not found\n" {
-		t.Errorf("Excerpt(nil) = %q, want %q", got, "not found\n")
-	}
-	body := "not found: example.com/x@v9.9.9: invalid version\n" + strings.Repeat("more\n", 20)
-	got := string(x.Excerpt([]byte(body)))
-	if n := strings.Count(got, "\n"); n != maxBodyLines || !strings.HasPrefix(got, "not found: example.com/x@v9.9.9") {
-		t.Errorf("Excerpt(%d lines) = %q, want the first %d lines", 21, got, maxBodyLines)
-	}
-}

@@ -4,9 +4,10 @@
 // mesh mode.
 //
 // The handler makes no decision of its own: it moves the request into the
-// processor, the processor's replies out to the client, and upstream bytes
-// through within the limits the processor sets. A body that breaks a limit,
-// or an upstream that stops mid-body, aborts the client's connection so the
+// processor, upstream bytes into the processor's fill (the processor checks
+// and caches them), and the processor's answers out to the client, which
+// always gets a response served from what the processor stored. A
+// response that cannot be sent whole aborts the client's connection, so the
 // client sees an error instead of a complete-looking artifact.
 //
 // Client identity comes only from a verified TLS client certificate; the
@@ -24,6 +25,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/modgate/modgate/extproc"
@@ -34,8 +36,8 @@ import (
 type Options struct {
 	Processor *extproc.Processor
 	Client    *upstream.Client
-	// FetchTimeout bounds a whole upstream fetch, body included, over all
-	// candidate upstreams. Default 10 minutes (a 500 MiB zip at ~1 MiB/s).
+	// FetchTimeout bounds a whole fill — every candidate upstream, body
+	// included. Default 10 minutes (a 500 MiB zip at ~1 MiB/s).
 	FetchTimeout time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
@@ -47,6 +49,7 @@ type Handler struct {
 	client       *upstream.Client
 	fetchTimeout time.Duration
 	log          *slog.Logger
+	fills        sync.WaitGroup // fills outlive the request that started them
 }
 
 // New checks opts and returns a Handler.
@@ -63,6 +66,10 @@ func New(opts Options) (*Handler, error) {
 	return &Handler{proc: opts.Processor, client: opts.Client, fetchTimeout: opts.FetchTimeout, log: opts.Logger}, nil
 }
 
+// Wait waits for the fills in progress, which each end within the fetch
+// timeout. Call it after the server has stopped accepting requests.
+func (h *Handler) Wait() { h.fills.Wait() }
+
 // errClientGone is what cut a response short when the client left first.
 var errClientGone = errors.New("client went away")
 
@@ -76,86 +83,120 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx := r.Context()
 	d := x.RequestHeaders(ctx, r.Method, r.RequestURI)
-	if d.Action != extproc.Forward {
-		writeReply(cw, r, d.Reply)
-		return
-	}
-
-	ctx, cancel := context.WithTimeout(ctx, h.fetchTimeout)
-	defer cancel()
-	for i, u := range d.Candidates {
-		resp, err := h.client.Do(ctx, u, d.Method, d.Path)
-		if err != nil && r.Context().Err() != nil {
+	if d.Action == extproc.Forward {
+		res, err := h.fill(ctx, d.Fill)
+		if err != nil {
 			cut = errClientGone
 			return
 		}
-		var rr extproc.Response
-		if err != nil {
-			rr = x.UpstreamFailed(ctx, i, err)
-		} else {
-			rr = x.UpstreamResponse(ctx, i, resp.StatusCode, resp.Header)
-		}
-		switch rr.Action {
-		case extproc.Next:
-			discard(resp)
-			continue
-		case extproc.Replace:
-			discard(resp)
-			writeReply(cw, r, rr.Reply)
-			return
-		}
-		cut = h.pass(cw, r, x, resp, rr)
-		resp.Body.Close()
+		d = x.Filled(ctx, res)
+	}
+	switch d.Action {
+	case extproc.Abort:
+		cut = errClientGone
+	case extproc.Hit:
+		cut = serveEntry(cw, r, d)
 		if cut != nil {
-			if r.Context().Err() != nil {
+			if ctx.Err() != nil {
 				cut = errClientGone
 			}
 			// The deferred Done runs first; then net/http drops the
 			// connection without completing the response.
 			panic(http.ErrAbortHandler)
 		}
-		return
+	default:
+		writeReply(cw, r, d.Reply)
 	}
-	// The processor never answers Next for the last candidate.
-	panic("gateway: processor asked for a candidate beyond the last")
 }
 
-// pass sends an upstream response the processor let through. A non-nil
-// error means the client must not see the response complete.
-func (h *Handler) pass(w *countingWriter, r *http.Request, x *extproc.Exchange, resp *http.Response, rr extproc.Response) error {
-	for k, v := range rr.Header {
+// fill runs f on a goroutine of its own, with its own timeout, so that it
+// completes for the requests waiting on it even if this one's client goes
+// away; it returns early only with ctx's error.
+func (h *Handler) fill(ctx context.Context, f *extproc.Fill) (extproc.FillResult, error) {
+	done := make(chan extproc.FillResult, 1)
+	h.fills.Add(1)
+	go func() {
+		defer h.fills.Done()
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.fetchTimeout)
+		defer cancel()
+		done <- h.fetch(fctx, f)
+	}()
+	select {
+	case res := <-done:
+		return res, nil
+	case <-ctx.Done():
+		return extproc.FillResult{}, ctx.Err()
+	}
+}
+
+// fetch asks the candidates in order, as the fill decides, and feeds it
+// the body to store.
+func (h *Handler) fetch(ctx context.Context, f *extproc.Fill) extproc.FillResult {
+	for i, u := range f.Candidates() {
+		resp, err := h.client.Do(ctx, u, http.MethodGet, f.Path())
+		var rr extproc.Response
+		if err != nil {
+			rr = f.UpstreamFailed(ctx, i, err)
+		} else {
+			rr = f.UpstreamResponse(ctx, i, resp.StatusCode, resp.Header)
+		}
+		switch rr.Action {
+		case extproc.Next:
+			discard(resp)
+			continue
+		case extproc.Store:
+			err := feed(f, resp.Body, rr)
+			resp.Body.Close()
+			return f.Finish(ctx, err)
+		}
+		discard(resp) // Fail
+		return f.Finish(ctx, nil)
+	}
+	return f.Finish(ctx, nil)
+}
+
+// feed copies an upstream body into the fill, chunk by chunk.
+func feed(f *extproc.Fill, body io.Reader, rr extproc.Response) error {
+	if rr.Excerpt {
+		body = io.LimitReader(body, rr.Limit)
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if ferr := f.ResponseBody(buf[:n]); ferr != nil {
+				return ferr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading upstream body: %w", err)
+		}
+	}
+}
+
+// serveEntry writes a cached response. A 200 goes through
+// http.ServeContent, which answers HEAD, Range and If-None-Match requests.
+// A non-nil error means the client must not see the response complete.
+func serveEntry(w *countingWriter, r *http.Request, d extproc.Decision) error {
+	defer d.Entry.Close()
+	for k, v := range d.Header {
 		w.Header()[k] = v
 	}
-	if rr.Body == extproc.BodyExcerpt {
-		b, err := io.ReadAll(io.LimitReader(resp.Body, rr.Limit))
-		if err != nil {
-			h.log.Debug("reading upstream error body", "err", err)
+	if d.Status != http.StatusOK {
+		w.Header().Set("Content-Length", strconv.FormatInt(d.Entry.Size, 10))
+		w.WriteHeader(d.Status)
+		if r.Method == http.MethodHead {
+			return nil
 		}
-		body := x.Excerpt(b)
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		w.WriteHeader(rr.Status)
-		if r.Method != http.MethodHead {
-			w.Write(body)
-		}
-		return nil
+		_, err := io.Copy(w, d.Entry.Reader())
+		return err
 	}
-
-	if resp.ContentLength >= 0 {
-		w.Header().Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
-	}
-	w.WriteHeader(rr.Status)
-	if r.Method == http.MethodHead {
-		return nil
-	}
-	n, err := io.Copy(w, io.LimitReader(resp.Body, rr.Limit))
-	if err != nil {
-		return fmt.Errorf("copy upstream body after %d bytes: %w", n, err)
-	}
-	if n == rr.Limit {
-		var one [1]byte
-		if m, _ := io.ReadFull(resp.Body, one[:]); m > 0 {
-			return fmt.Errorf("upstream body over the %d-byte limit", rr.Limit)
-		}
+	http.ServeContent(w, r, "", time.Time{}, d.Entry.Reader())
+	if w.status == http.StatusOK && r.Method != http.MethodHead && w.n != d.Entry.Size {
+		return fmt.Errorf("sent %d of %d bytes", w.n, d.Entry.Size)
 	}
 	return nil
 }

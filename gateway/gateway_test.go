@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/modgate/modgate/audit"
+	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/extproc"
 	"github.com/modgate/modgate/gateway"
 	"github.com/modgate/modgate/integration/testproxy"
@@ -95,8 +96,13 @@ func start(t testing.TB, s setup) *harness {
 	if _, bench := t.(*testing.B); !bench {
 		log = slog.New(slog.NewTextHandler(tbWriter{t}, nil))
 	}
+	c, err := cache.Open(cache.Config{Dir: t.TempDir(), HotBytes: 8 << 20, DiskBytes: 1 << 30, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
 	opts := s.opts
-	opts.Policy, opts.Upstreams, opts.Audit, opts.Logger = pol, set, audit.NewWriter(ev), log
+	opts.Policy, opts.Upstreams, opts.Audit, opts.Logger, opts.Cache = pol, set, audit.NewWriter(ev), log, c
 	proc, err := extproc.New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +307,8 @@ func TestOversizeBody(t *testing.T) {
 	})
 
 	t.Run("streamed", func(t *testing.T) {
-		// An upstream that sends no Content-Length: the limit trips mid-body.
+		// An upstream that sends no Content-Length: the limit trips mid-body,
+		// before the client got a byte.
 		up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusOK)
@@ -310,9 +317,9 @@ func TestOversizeBody(t *testing.T) {
 		}))
 		t.Cleanup(up.Close)
 		h := start(t, setup{public: []string{up.URL}})
-		_, body, err := get(t, "GET", h.url, target)
-		if err == nil {
-			t.Fatalf("GET of a streamed oversize .info completed with %d bytes; want the response aborted", len(body))
+		got, body, err := get(t, "GET", h.url, target)
+		if err != nil || got != http.StatusBadGateway || !strings.Contains(body, "limit") {
+			t.Errorf("GET of a streamed oversize .info = %d %q, %v; want 502 naming the limit", got, body, err)
 		}
 		evs := h.events.list(t)
 		if len(evs) != 1 || evs[0].Event.Outcome != audit.OutcomeFailure || !strings.Contains(evs[0].Event.Reason, "limit") {

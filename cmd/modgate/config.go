@@ -7,13 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/modgate/modgate/budget"
+	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/upstream"
 )
 
@@ -44,8 +49,52 @@ type fileConfig struct {
 	// SumDB lists the checksum database names served under /sumdb/.
 	// Default: the name in `go env GOSUMDB` (none if it is "off").
 	SumDB []string `yaml:"sumdb"`
+	// CacheDir holds the disk tier. Default: modgate/ under the user cache
+	// directory ($XDG_CACHE_HOME or ~/.cache).
+	CacheDir string `yaml:"cache_dir"`
+	// Cache sizes the tiers and sets lifetimes.
+	Cache cacheConfig `yaml:"cache"`
+	// Budget rations cache misses per client and per module.
+	Budget budgetConfig `yaml:"budget"`
 	// Limits bound what clients and upstreams may cost.
 	Limits limitsConfig `yaml:"limits"`
+}
+
+type cacheConfig struct {
+	// HotBytes is the memory hot tier's size. Default 256MiB.
+	HotBytes byteSize `yaml:"hot_bytes"`
+	// DiskBytes bounds the disk tier. Default 10GiB.
+	DiskBytes byteSize `yaml:"disk_bytes"`
+	// StaleIfError is how long past its TTL a list, @latest or query answer
+	// may be served when every upstream fails. Default 24h.
+	StaleIfError time.Duration `yaml:"stale_if_error"`
+	// TTL per class; defaults: release 24h, prerelease 2h, pseudo 24h,
+	// query 60s, negative 5m, sumdb 24h, sumdb_latest 1h.
+	TTL struct {
+		Release     time.Duration `yaml:"release"`
+		Prerelease  time.Duration `yaml:"prerelease"`
+		Pseudo      time.Duration `yaml:"pseudo"`
+		Query       time.Duration `yaml:"query"`
+		Negative    time.Duration `yaml:"negative"`
+		SumDB       time.Duration `yaml:"sumdb"`
+		SumDBLatest time.Duration `yaml:"sumdb_latest"`
+	} `yaml:"ttl"`
+}
+
+type budgetConfig struct {
+	// Off disables both budgets.
+	Off bool `yaml:"off"`
+	// Client is the per-client miss budget: default rate 100/s, burst 2000.
+	Client limitConfig `yaml:"client"`
+	// Module is the per-module miss budget: default rate 20/s, burst 400.
+	Module limitConfig `yaml:"module"`
+	// MaxKeys bounds the buckets remembered per budget. Default 65536.
+	MaxKeys int `yaml:"max_keys"`
+}
+
+type limitConfig struct {
+	Rate  float64 `yaml:"rate"`  // misses per second
+	Burst int     `yaml:"burst"` // misses at once
 }
 
 type tlsConfig struct {
@@ -76,6 +125,41 @@ type limitsConfig struct {
 	FetchTimeout time.Duration `yaml:"fetch_timeout"`
 	// MaxHeaderBytes limits a client's request headers. Default 32 KiB.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+}
+
+// byteSize is a size in bytes, written as a number or with a unit:
+// 512KiB, 256MiB, 10GiB (or KB, MB, GB, TB in powers of 1000).
+type byteSize int64
+
+func (b *byteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := parseByteSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*b = byteSize(v)
+	return nil
+}
+
+func parseByteSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+	}
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range units {
+		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("bad size %q: want bytes, or a number with KiB, MiB, GiB, TiB", s)
+	}
+	return n * mult, nil
 }
 
 // loadConfig reads the YAML file at path; an empty path yields the zero
@@ -113,6 +197,14 @@ func (c *fileConfig) check() error {
 		if u.URL == "" {
 			return fmt.Errorf("upstreams[%d].url: missing", i)
 		}
+	}
+	switch {
+	case c.Cache.StaleIfError < 0:
+		return errors.New("cache.stale_if_error: negative")
+	case c.Budget.Client.Rate < 0 || c.Budget.Client.Burst < 0:
+		return errors.New("budget.client: negative")
+	case c.Budget.Module.Rate < 0 || c.Budget.Module.Burst < 0:
+		return errors.New("budget.module: negative")
 	}
 	l := c.Limits
 	switch {
@@ -232,4 +324,50 @@ func (c *fileConfig) sumDBs(env goEnv) []string {
 	}
 	name, _, _ := strings.Cut(f[0], "+")
 	return []string{name}
+}
+
+// cacheConfig returns the cache's configuration.
+func (c *fileConfig) cacheConfig() (cache.Config, error) {
+	dir := c.CacheDir
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return cache.Config{}, fmt.Errorf("cache_dir: not set, and no user cache directory: %w", err)
+		}
+		dir = filepath.Join(base, "modgate")
+	}
+	cc := cache.Config{
+		Dir:          dir,
+		HotBytes:     int64(c.Cache.HotBytes),
+		DiskBytes:    int64(c.Cache.DiskBytes),
+		StaleIfError: c.Cache.StaleIfError,
+	}
+	t := c.Cache.TTL
+	cc.TTL = cache.TTLs{
+		Release: t.Release, Prerelease: t.Prerelease, Pseudo: t.Pseudo, Query: t.Query,
+		Negative: t.Negative, SumDB: t.SumDB, SumDBLatest: t.SumDBLatest,
+	}
+	return cc, nil
+}
+
+// budget returns the miss budget, or nil if it is off.
+func (c *fileConfig) budget() (*budget.Budget, error) {
+	b := c.Budget
+	if b.Off {
+		return nil, nil
+	}
+	limit := func(l limitConfig, rate float64, burst int) budget.Limit {
+		if l.Rate == 0 {
+			l.Rate = rate
+		}
+		if l.Burst == 0 {
+			l.Burst = burst
+		}
+		return budget.Limit{Rate: l.Rate, Burst: l.Burst}
+	}
+	return budget.New(budget.Config{
+		Client:  limit(b.Client, 100, 2000),
+		Module:  limit(b.Module, 20, 400),
+		MaxKeys: b.MaxKeys,
+	})
 }

@@ -26,6 +26,7 @@ Usage:
 Commands:
 
 	serve     run the standalone gateway: a GOPROXY server on 127.0.0.1:8080
+	cache     show cache statistics or purge a module from a running gateway
 	help      print this help, or a command's: modgate help serve
 
 Run 'modgate <command> --help' for a command's flags.
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		err = serve(ctx, rest, stdout, stderr)
+	case "cache":
+		err = cacheCmd(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(rest) > 0 {
 			return run(ctx, []string{rest[0], "--help"}, stdout, stderr)

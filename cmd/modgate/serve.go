@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/modgate/modgate/audit"
+	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/extproc"
 	"github.com/modgate/modgate/gateway"
 	"github.com/modgate/modgate/policy"
@@ -27,8 +28,10 @@ const serveUsage = `Usage: modgate serve [flags]
 
 Runs the standalone gateway: a GOPROXY-protocol server (module list, .info,
 .mod, .zip, @latest, and the /sumdb/ proxy endpoints) that checks every
-request, forwards allowed ones to the configured upstreams, and writes one
-audit event per request as a JSON line.
+request, serves what it has cached (a memory hot tier and a disk tier
+under --cache-dir), fetches misses from the configured upstreams once
+however many clients ask at the same time, and writes one audit event per
+request as a JSON line.
 
 With no config file it works from 'go env': upstreams from GOPROXY, the
 checksum database from GOSUMDB, private module patterns from GOPRIVATE,
@@ -44,6 +47,7 @@ Flags:
 // serveFlags are serve's command-line flags; empty means "not given".
 type serveFlags struct {
 	config, listen, admin, audit string
+	cacheDir                     string
 	tlsCert, tlsKey, tlsClientCA string
 	logLevel                     string
 }
@@ -60,6 +64,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.listen, "listen", "", "GOPROXY listener `address` (default 127.0.0.1:8080)")
 	fs.StringVar(&f.admin, "admin", "", "admin listener `address` for /healthz and /readyz (default 127.0.0.1:9100)")
 	fs.StringVar(&f.audit, "audit", "", "audit `file`, JSON lines appended (default stdout)")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "cache `directory` for the disk tier (default: modgate/ in the user cache directory)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate chain `file`")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key `file` for --tls-cert")
 	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "require client certificates signed by the CAs in this PEM `file`")
@@ -107,6 +112,7 @@ func (f *serveFlags) apply(cfg *fileConfig) {
 	set(&cfg.Listen, f.listen)
 	set(&cfg.Admin, f.admin)
 	set(&cfg.Audit, f.audit)
+	set(&cfg.CacheDir, f.cacheDir)
 	set(&cfg.TLS.Cert, f.tlsCert)
 	set(&cfg.TLS.Key, f.tlsKey)
 	set(&cfg.TLS.ClientCA, f.tlsClientCA)
@@ -122,7 +128,9 @@ func (f *serveFlags) apply(cfg *fileConfig) {
 type standalone struct {
 	cfg       *fileConfig
 	log       *slog.Logger
-	handler   http.Handler
+	handler   *gateway.Handler
+	cache     *cache.Cache
+	audit     *audit.Writer
 	auditFile *os.File // nil when auditing to stdout
 	ready     atomic.Bool
 }
@@ -145,14 +153,35 @@ func newGateway(cfg *fileConfig, env goEnv, stdout io.Writer, log *slog.Logger) 
 		}
 		auditOut = g.auditFile
 	}
-	proc, err := extproc.New(extproc.Options{
+	g.audit = audit.NewWriter(auditOut)
+	cc, err := cfg.cacheConfig()
+	if err != nil {
+		g.close()
+		return nil, err
+	}
+	cc.Logger = log
+	if g.cache, err = cache.Open(cc); err != nil {
+		g.close()
+		return nil, err
+	}
+	bud, err := cfg.budget()
+	if err != nil {
+		g.close()
+		return nil, err
+	}
+	opts := extproc.Options{
 		Policy:              pol,
 		Upstreams:           set,
-		Audit:               audit.NewWriter(auditOut),
+		Cache:               g.cache,
+		Audit:               g.audit,
 		MaxTarget:           cfg.Limits.MaxTargetBytes,
 		PassPrivateNotFound: cfg.PassPrivateNotFound,
 		Logger:              log,
-	})
+	}
+	if bud != nil {
+		opts.Budget = bud // a nil *budget.Budget would be a non-nil interface
+	}
+	proc, err := extproc.New(opts)
 	if err != nil {
 		g.close()
 		return nil, err
@@ -178,6 +207,11 @@ func newGateway(cfg *fileConfig, env goEnv, stdout io.Writer, log *slog.Logger) 
 }
 
 func (g *standalone) close() {
+	if g.cache != nil {
+		if err := g.cache.Close(); err != nil {
+			g.log.Error("closing cache", "err", err)
+		}
+	}
 	if g.auditFile != nil {
 		if err := g.auditFile.Close(); err != nil {
 			g.log.Error("closing audit file", "err", err)
@@ -250,6 +284,7 @@ func (g *standalone) run(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	g.handler.Wait() // fills still running for requests that were waiting
 	return runErr
 }
 
@@ -265,21 +300,6 @@ func (g *standalone) server(h http.Handler) *http.Server {
 		MaxHeaderBytes:    maxHeader,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
-}
-
-func (g *standalone) adminHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !g.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ready\n")
-	})
-	return mux
 }
 
 // tlsConfig returns the GOPROXY listener's TLS config, or nil for plain HTTP.

@@ -1,0 +1,452 @@
+package cache
+
+import (
+	"container/list"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The disk tier's layout under its directory:
+//
+//	lock                  flock'd by the one process using the directory
+//	blobs/HH/SHA256       bodies, named by the SHA-256 of their content
+//	entries/HH/KEYSHA256  one JSON file per key, naming its blob
+//	tmp/                  files being written; emptied at start
+//
+// A body is written to tmp, synced, and renamed into blobs; then the
+// entry is written to tmp, synced, and renamed into entries; each rename
+// is followed by a sync of the directory. So a crash leaves at worst an
+// unreferenced blob (removed at start), never an entry whose blob is
+// missing or partial.
+type disk struct {
+	dir   string
+	limit int64
+	log   *slog.Logger
+	lock  *os.File
+
+	// writeMu serializes everything that adds or removes files, so a blob
+	// being stored cannot be deleted by a concurrent eviction of another
+	// entry with the same content.
+	writeMu sync.Mutex
+
+	mu        sync.Mutex
+	entries   map[string]*diskEntry // by key
+	lru       *list.List            // of *diskEntry, most recently used first
+	blobs     map[[32]byte]int      // references per blob
+	used      int64                 // bytes of blobs and entry files
+	evictions int64
+}
+
+type diskEntry struct {
+	meta      Meta
+	entrySize int64 // bytes of the entry file
+	elem      *list.Element
+}
+
+// entryFile is the JSON form of an entry.
+type entryFile struct {
+	Key         string    `json:"key"`
+	Class       string    `json:"class"`
+	Status      int       `json:"status"`
+	ContentType string    `json:"content_type"`
+	Size        int64     `json:"size"`
+	SHA256      string    `json:"sha256"`
+	Stored      time.Time `json:"stored"`
+}
+
+func openDisk(dir string, limit int64, log *slog.Logger) (*disk, error) {
+	for _, sub := range []string{"blobs", "entries", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
+			return nil, fmt.Errorf("cache dir: %w", err)
+		}
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("cache dir: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("cache dir %s is in use by another process: %w", dir, err)
+	}
+	d := &disk{
+		dir:     dir,
+		limit:   limit,
+		log:     log,
+		lock:    lock,
+		entries: make(map[string]*diskEntry),
+		lru:     list.New(),
+		blobs:   make(map[[32]byte]int),
+	}
+	if err := d.rebuild(); err != nil {
+		d.close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *disk) close() error {
+	return d.lock.Close() // releases the flock
+}
+
+func (d *disk) blobPath(sum [32]byte) string {
+	h := hex.EncodeToString(sum[:])
+	return filepath.Join(d.dir, "blobs", h[:2], h)
+}
+
+func (d *disk) entryPath(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	h := hex.EncodeToString(sum[:])
+	return filepath.Join(d.dir, "entries", h[:2], h)
+}
+
+// rebuild loads the index from the entries on disk, dropping any entry
+// that is unreadable or whose blob is missing or of the wrong size, and
+// any blob no entry names, and empties tmp.
+func (d *disk) rebuild() error {
+	tmp := filepath.Join(d.dir, "tmp")
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("cache: clearing %s: %w", tmp, err)
+	}
+	if err := os.Mkdir(tmp, 0o750); err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+
+	type loaded struct {
+		meta Meta
+		size int64
+		mod  time.Time
+	}
+	var all []loaded
+	entriesDir := filepath.Join(d.dir, "entries")
+	err := filepath.WalkDir(entriesDir, func(p string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() {
+			return err
+		}
+		meta, size, mod, err := d.readEntry(p)
+		if err != nil {
+			d.log.Warn("cache: dropping unreadable entry", "file", p, "err", err)
+			return removeFile(p)
+		}
+		all = append(all, loaded{meta, size, mod})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cache: reading entries: %w", err)
+	}
+
+	// Oldest first, so the most recently written ends up most recently used.
+	slices.SortFunc(all, func(a, b loaded) int { return a.mod.Compare(b.mod) })
+	for _, l := range all {
+		d.insert(l.meta, l.size) // keys are unique on disk: nothing is replaced
+	}
+
+	blobsDir := filepath.Join(d.dir, "blobs")
+	err = filepath.WalkDir(blobsDir, func(p string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() {
+			return err
+		}
+		sum, ok := parseSum(de.Name())
+		if !ok || d.blobs[sum] == 0 {
+			return removeFile(p)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cache: reading blobs: %w", err)
+	}
+	d.log.Info("cache: disk tier loaded", "dir", d.dir, "entries", len(d.entries), "bytes", d.used, "limit", d.limit)
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	d.remove(d.evictLocked(nil))
+	return nil
+}
+
+// readEntry reads and checks one entry file.
+func (d *disk) readEntry(p string) (Meta, int64, time.Time, error) {
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return Meta{}, 0, time.Time{}, err
+	}
+	var ef entryFile
+	if err := json.Unmarshal(data, &ef); err != nil {
+		return Meta{}, 0, time.Time{}, err
+	}
+	if d.entryPath(ef.Key) != p {
+		return Meta{}, 0, time.Time{}, errors.New("key does not match file name")
+	}
+	class, ok := parseClass(ef.Class)
+	if !ok {
+		return Meta{}, 0, time.Time{}, fmt.Errorf("unknown class %q", ef.Class)
+	}
+	sum, ok := parseSum(ef.SHA256)
+	if !ok {
+		return Meta{}, 0, time.Time{}, fmt.Errorf("bad sha256 %q", ef.SHA256)
+	}
+	m := Meta{Key: ef.Key, Class: class, Status: ef.Status, ContentType: ef.ContentType, Size: ef.Size, SHA256: sum, Stored: ef.Stored}
+	fi, err := os.Stat(d.blobPath(sum))
+	if err != nil {
+		return Meta{}, 0, time.Time{}, fmt.Errorf("blob: %w", err)
+	}
+	if fi.Size() != m.Size {
+		return Meta{}, 0, time.Time{}, fmt.Errorf("blob has %d bytes, entry says %d", fi.Size(), m.Size)
+	}
+	info, err := os.Stat(p)
+	if err != nil {
+		return Meta{}, 0, time.Time{}, err
+	}
+	return m, int64(len(data)), info.ModTime(), nil
+}
+
+// insert adds or replaces the index entry for m; d.mu must be held (or d
+// not yet shared). If it replaces an entry whose blob is no longer
+// referenced, it returns that blob as a victim.
+func (d *disk) insert(m Meta, entrySize int64) (*diskEntry, []victim) {
+	var vs []victim
+	// Count the new reference first, so replacing an entry by one with the
+	// same body never frees the blob.
+	if d.blobs[m.SHA256] == 0 {
+		d.used += m.Size
+	}
+	d.blobs[m.SHA256]++
+	if old := d.entries[m.Key]; old != nil {
+		if d.unlink(old) {
+			// Only the blob goes: the entry file was overwritten in place.
+			vs = append(vs, victim{sum: old.meta.SHA256, blobFree: true})
+		}
+	}
+	e := &diskEntry{meta: m, entrySize: entrySize}
+	e.elem = d.lru.PushFront(e)
+	d.entries[m.Key] = e
+	d.used += entrySize
+	return e, vs
+}
+
+// unlink removes e from the index; it reports whether e's blob lost its
+// last reference. d.mu must be held.
+func (d *disk) unlink(e *diskEntry) (blobFree bool) {
+	d.lru.Remove(e.elem)
+	delete(d.entries, e.meta.Key)
+	d.used -= e.entrySize
+	d.blobs[e.meta.SHA256]--
+	if d.blobs[e.meta.SHA256] == 0 {
+		delete(d.blobs, e.meta.SHA256)
+		d.used -= e.meta.Size
+		return true
+	}
+	return false
+}
+
+// victim is an entry unlinked from the index whose files are to go.
+type victim struct {
+	key      string
+	sum      [32]byte
+	blobFree bool
+}
+
+// evictLocked unlinks least-recently-used entries, sparing keep, until
+// the tier is within its limit. d.mu must be held; the caller removes the
+// victims' files after unlocking.
+func (d *disk) evictLocked(keep *diskEntry) []victim {
+	var vs []victim
+	for d.used > d.limit {
+		back := d.lru.Back()
+		if back == nil {
+			break
+		}
+		e := back.Value.(*diskEntry)
+		if e == keep {
+			if back = back.Prev(); back == nil {
+				break
+			}
+			e = back.Value.(*diskEntry)
+		}
+		vs = append(vs, victim{key: e.meta.Key, sum: e.meta.SHA256, blobFree: d.unlink(e)})
+		d.evictions++
+	}
+	return vs
+}
+
+// remove deletes the files of unlinked entries; d.writeMu must be held.
+func (d *disk) remove(vs []victim) {
+	for _, v := range vs {
+		if v.key == "" {
+			// A replaced entry's blob: its entry file is already the new one.
+		} else if err := removeFile(d.entryPath(v.key)); err != nil {
+			d.log.Error("cache: removing entry", "key", v.key, "err", err)
+		}
+		if v.blobFree {
+			if err := removeFile(d.blobPath(v.sum)); err != nil {
+				d.log.Error("cache: removing blob", "key", v.key, "err", err)
+			}
+		}
+	}
+}
+
+// lookup returns the meta of key and marks it used.
+func (d *disk) lookup(key string) (Meta, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.entries[key]
+	if e == nil {
+		return Meta{}, false
+	}
+	d.lru.MoveToFront(e.elem)
+	return e.meta, true
+}
+
+// store makes the blob at tmpPath (already synced and closed) the body of
+// m, writes m's entry, and indexes it. It takes ownership of tmpPath.
+func (d *disk) store(m Meta, tmpPath string) error {
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	if m.Size > d.limit {
+		os.Remove(tmpPath)
+		return fmt.Errorf("cache: %s has %d bytes, more than the disk tier's %d", m.Key, m.Size, d.limit)
+	}
+	blob := d.blobPath(m.SHA256)
+	if err := os.MkdirAll(filepath.Dir(blob), 0o750); err != nil {
+		os.Remove(tmpPath)
+		return fmt.Errorf("cache: %w", err)
+	}
+	if err := os.Rename(tmpPath, blob); err != nil {
+		os.Remove(tmpPath)
+		return fmt.Errorf("cache: %w", err)
+	}
+	if err := syncDir(filepath.Dir(blob)); err != nil {
+		return err
+	}
+
+	data, err := json.Marshal(entryFile{
+		Key:         m.Key,
+		Class:       m.Class.String(),
+		Status:      m.Status,
+		ContentType: m.ContentType,
+		Size:        m.Size,
+		SHA256:      hex.EncodeToString(m.SHA256[:]),
+		Stored:      m.Stored.UTC(),
+	})
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	entry := d.entryPath(m.Key)
+	if err := writeFileAtomic(filepath.Join(d.dir, "tmp"), entry, data); err != nil {
+		return err
+	}
+
+	d.mu.Lock()
+	e, victims := d.insert(m, int64(len(data)))
+	victims = append(victims, d.evictLocked(e)...)
+	d.mu.Unlock()
+	d.remove(victims)
+	return nil
+}
+
+// delete drops the entries whose keys satisfy match; it returns how many.
+func (d *disk) delete(match func(key string) bool) int {
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	d.mu.Lock()
+	var vs []victim
+	for key, e := range d.entries {
+		if match(key) {
+			vs = append(vs, victim{key: key, sum: e.meta.SHA256, blobFree: d.unlink(e)})
+		}
+	}
+	d.mu.Unlock()
+	d.remove(vs)
+	return len(vs)
+}
+
+// DiskStats describes the disk tier.
+type DiskStats struct {
+	Entries   int   `json:"entries"`
+	Blobs     int   `json:"blobs"`
+	Bytes     int64 `json:"bytes"`
+	Limit     int64 `json:"limit"`
+	Evictions int64 `json:"evictions"`
+}
+
+func (d *disk) stats() DiskStats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return DiskStats{Entries: len(d.entries), Blobs: len(d.blobs), Bytes: d.used, Limit: d.limit, Evictions: d.evictions}
+}
+
+// writeFileAtomic writes data to name through a synced temporary file in
+// tmpDir and a rename, then syncs name's directory.
+func writeFileAtomic(tmpDir, name string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(name), 0o750); err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	f, err := os.CreateTemp(tmpDir, "entry-")
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), name)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("cache: writing %s: %w", name, err)
+	}
+	return syncDir(filepath.Dir(name))
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("cache: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// removeFile removes p; a file already gone is not an error.
+func removeFile(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func parseSum(s string) ([32]byte, bool) {
+	var sum [32]byte
+	if len(s) != 64 || strings.ToLower(s) != s {
+		return sum, false
+	}
+	if _, err := hex.Decode(sum[:], []byte(s)); err != nil {
+		return sum, false
+	}
+	return sum, true
+}
+
+func parseClass(s string) (Class, bool) {
+	for c := Release; c <= SumDBLatest; c++ {
+		if c.String() == s {
+			return c, true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,223 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/modgate/modgate/cache"
+	"github.com/modgate/modgate/goproxy"
+	"github.com/modgate/modgate/upstream"
+)
+
+// A Fill fetches one missed key from the candidate upstreams, checks and
+// stores what they answer, and hands the result to every request that
+// waited for it. The front end drives it (see the package comment) on a
+// context of the fill's own, with its own timeout: the requests waiting
+// for it cannot cancel it.
+type Fill struct {
+	p          *Processor
+	flight     *cache.Flight[FillResult]
+	req        goproxy.Request
+	key        string
+	class      cache.Class
+	candidates []*upstream.Upstream
+	log        *slog.Logger
+
+	failure  error  // the last upstream failure
+	upstream string // the upstream that answered, or last failed
+	w        *cache.Writer
+	limit    int64
+	status   int    // being stored: 200, or 404/410
+	excerpt  []byte // of a 404/410 body
+	landed   bool
+	result   FillResult
+}
+
+// FillResult is what a Fill leaves for the requests that waited for it.
+type FillResult struct {
+	entry    *cache.Entry // closed: Reopen it to serve; nil if nothing was stored
+	err      error        // why nothing was stored
+	upstream string
+	retry    bool // the fill never started (its leader was refused): look again
+}
+
+// Response is the answer to an upstream's response headers, or failure.
+type Response struct {
+	Action  Action // Store, Next or Fail
+	Limit   int64  // Store: the most body bytes accepted
+	Excerpt bool   // Store: read at most Limit bytes; more is not an error
+}
+
+func (x *Exchange) newFill(f *cache.Flight[FillResult], key string, candidates []*upstream.Upstream) *Fill {
+	return &Fill{
+		p:          x.p,
+		flight:     f,
+		req:        x.req,
+		key:        key,
+		class:      x.class,
+		candidates: candidates,
+		log:        x.log.With("fill", key),
+	}
+}
+
+// Candidates returns the upstreams to try, in order.
+func (f *Fill) Candidates() []*upstream.Upstream { return f.candidates }
+
+// Path returns the canonical path to GET from each candidate.
+func (f *Fill) Path() string { return f.key }
+
+// UpstreamResponse decides what to do with the response headers that
+// candidate i answered with.
+func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.Header) Response {
+	u := f.candidates[i]
+	f.upstream = u.Name
+	last := i == len(f.candidates)-1
+	switch {
+	case status == http.StatusOK:
+		limit := f.bodyLimit()
+		if n := contentLength(h); n > limit {
+			return f.fail(ctx, last, &upstreamError{upstream: u.Name, err: fmt.Errorf("announced %d bytes for a %s, over the %d-byte limit", n, f.req.Kind, limit)})
+		}
+		f.status, f.limit = status, limit
+		f.w = f.p.cache.NewWriter(f.key, f.class, status, contentType(h, f.req.Kind))
+		return Response{Action: Store, Limit: limit}
+
+	case status == http.StatusNotFound || status == http.StatusGone:
+		if !last {
+			return Response{Action: Next}
+		}
+		if f.failure != nil {
+			// Some candidate failed: it might have had the module, so this is
+			// an outage, not "not found" (invariant 4).
+			return Response{Action: Fail}
+		}
+		f.status, f.limit = status, MaxExcerptBytes
+		return Response{Action: Store, Limit: MaxExcerptBytes, Excerpt: true}
+	}
+	return f.fail(ctx, last, &upstreamError{upstream: u.Name, status: status})
+}
+
+// UpstreamFailed decides what to do when candidate i could not be asked:
+// no connection, a TLS failure, no response headers in time.
+func (f *Fill) UpstreamFailed(ctx context.Context, i int, err error) Response {
+	u := f.candidates[i]
+	f.upstream = u.Name
+	return f.fail(ctx, i == len(f.candidates)-1, &upstreamError{upstream: u.Name, err: err, timeout: upstream.IsTimeout(err)})
+}
+
+func (f *Fill) fail(ctx context.Context, last bool, err error) Response {
+	f.failure = err
+	if last {
+		return Response{Action: Fail}
+	}
+	f.log.WarnContext(ctx, "upstream failed; trying the next", "err", err)
+	return Response{Action: Next}
+}
+
+// errOverLimit is a body longer than its limit.
+var errOverLimit = errors.New("body over the limit")
+
+// ResponseBody takes the next chunk of the body being stored. An error
+// means the body is refused: stop reading and Finish with it.
+func (f *Fill) ResponseBody(chunk []byte) error {
+	if f.w == nil {
+		if f.status == 0 {
+			return errors.New("extproc: body without a Store decision")
+		}
+		room := int(f.limit) - len(f.excerpt)
+		f.excerpt = append(f.excerpt, chunk[:min(len(chunk), max(room, 0))]...)
+		return nil
+	}
+	if f.w.Size()+int64(len(chunk)) > f.limit {
+		return fmt.Errorf("%w of %d bytes for a %s", errOverLimit, f.limit, f.req.Kind)
+	}
+	_, err := f.w.Write(chunk)
+	return err
+}
+
+// Finish ends the fill: with bodyErr nil, it stores what was received
+// (Store) or records the failure (Fail); with bodyErr set, the body could
+// not be read whole, so nothing is stored. It wakes the waiting requests
+// and returns the result for the leading one. Calls after the first return
+// the same result.
+func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
+	if f.landed {
+		return f.result
+	}
+	res := FillResult{upstream: f.upstream}
+	switch {
+	case bodyErr != nil:
+		f.abortWriter()
+		res.err = &upstreamError{upstream: f.upstream, err: bodyErr}
+	case f.w != nil:
+		e, err := f.w.Commit()
+		if err != nil {
+			res.err = fmt.Errorf("storing %s: %w", f.key, err)
+			break
+		}
+		e.Close()
+		res.entry = e
+	case f.status != 0:
+		res.entry = f.storeNegative(ctx)
+	case f.failure != nil:
+		res.err = f.failure
+	default:
+		res.err = errors.New("extproc: fill finished without an upstream answer")
+	}
+	f.landed, f.result = true, res
+	f.p.flights.Land(f.flight, res)
+	return res
+}
+
+func (f *Fill) abortWriter() {
+	if f.w != nil {
+		f.w.Abort()
+	}
+}
+
+// storeNegative caches a 404/410 with the upstream's words, cleaned.
+func (f *Fill) storeNegative(ctx context.Context) *cache.Entry {
+	lines := splitLines(string(f.excerpt))
+	if len(lines) == 0 {
+		lines = []string{"not found"}
+	}
+	body := plainText(lines...)
+	w := f.p.cache.NewWriter(f.key, cache.Negative, f.status, textContentType)
+	_, err := w.Write(body)
+	var e *cache.Entry
+	if err == nil {
+		e, err = w.Commit()
+	}
+	if err != nil {
+		w.Abort()
+		f.log.DebugContext(ctx, "negative entry not cached", "err", err)
+		return cache.NewMemoryEntry(cache.Meta{Key: f.key, Class: cache.Negative, Status: f.status, ContentType: textContentType}, body)
+	}
+	return e
+}
+
+func (f *Fill) bodyLimit() int64 {
+	switch f.req.Kind {
+	case goproxy.KindZip:
+		return MaxZipBytes
+	case goproxy.KindMod:
+		return MaxModBytes
+	case goproxy.KindList:
+		return MaxListBytes
+	case goproxy.KindInfo, goproxy.KindLatest:
+		return MaxInfoBytes
+	}
+	return MaxSumDBBytes
+}
+
+func contentLength(h http.Header) int64 {
+	n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
+}
