@@ -51,6 +51,9 @@ type gatewayProc struct {
 	audit string // audit file
 	cmd   *exec.Cmd
 
+	stop     func(t *testing.T) // SIGTERM, and wait for a clean exit; once
+	stopOnce sync.Once
+
 	mu  sync.Mutex
 	log bytes.Buffer // stderr so far
 }
@@ -103,20 +106,24 @@ func startModgate(t *testing.T, config string, flags ...string) *gatewayProc {
 			g.mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() {
-		g.cmd.Process.Signal(syscall.SIGTERM)
-		exited := make(chan error, 1)
-		go func() { <-done; exited <- g.cmd.Wait() }()
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("modgate exited with %v after SIGTERM; log:\n%s", err, g.logText())
+	g.stop = func(t *testing.T) {
+		g.stopOnce.Do(func() {
+			g.cmd.Process.Signal(syscall.SIGTERM)
+			exited := make(chan error, 1)
+			go func() { <-done; exited <- g.cmd.Wait() }()
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Errorf("modgate exited with %v after SIGTERM; log:\n%s", err, g.logText())
+				}
+			case <-time.After(15 * time.Second):
+				g.cmd.Process.Kill()
+				<-exited
+				t.Errorf("modgate did not stop within 15s of SIGTERM")
 			}
-		case <-time.After(15 * time.Second):
-			g.cmd.Process.Kill()
-			t.Errorf("modgate did not stop within 15s of SIGTERM")
-		}
-	})
+		})
+	}
+	t.Cleanup(func() { g.stop(t) })
 	select {
 	case <-ready:
 	case <-done:
@@ -185,4 +192,14 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// stopModgate stops g now rather than at the end of the test.
+func stopModgate(t *testing.T, g *gatewayProc) {
+	t.Helper()
+	g.stop(t)
+}
+
+func writeFileString(name, text string) error {
+	return os.WriteFile(name, []byte(text), 0o644)
 }
