@@ -24,4 +24,3 @@ func TestPlainText(t *testing.T) {
 		}
 	}
 }
-
