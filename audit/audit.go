@@ -9,13 +9,11 @@
 //
 // The processor emits exactly one Event per request, whatever happened to
 // it; this package only encodes and writes them. A Writer is safe for
-// concurrent use, and writes each event with a single Write call so lines
-// from concurrent requests never interleave.
+// concurrent use; lines never interleave, and none is dropped.
 package audit
 
 import (
-	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -121,30 +119,117 @@ type ModgateGroup struct {
 	Cache    string `json:"cache,omitempty"`    // cache status; "bypass" while no cache is consulted
 }
 
-// A Writer writes events as JSON lines to an io.Writer.
+// A Writer writes events as JSON lines to an io.Writer with group commit:
+// Record encodes an event on the caller's goroutine and queues the line;
+// one goroutine of the Writer writes whatever is queued in one Write, as
+// soon as the previous Write returns. Under load many events share a
+// write; idle, each event is written at once. The queue is bounded: when
+// it holds MaxPending bytes, Record waits for room rather than drop an
+// event. Close writes what is queued and stops the goroutine.
 type Writer struct {
-	mu sync.Mutex
-	w  io.Writer
+	w          io.Writer
+	maxPending int
+	done       chan struct{} // closed when run returns
+
+	mu      sync.Mutex
+	cond    *sync.Cond // broadcast on every change of the fields below
+	pending []byte     // lines queued, not yet handed to w
+	spare   []byte     // the previous batch, reused
+	queued  int64      // bytes ever queued
+	written int64      // bytes ever handed to w (successfully or not)
+	err     error      // the first write error; sticky
+	closed  bool
 }
 
-// NewWriter returns a Writer writing to w.
+// MaxPending is the most bytes a Writer queues before Record waits.
+const MaxPending = 4 << 20
+
+// lineBuf holds one encoded event between Record's encoding and queueing.
+type lineBuf struct{ b []byte }
+
+var bufPool = sync.Pool{New: func() any { return new(lineBuf) }}
+
+// NewWriter returns a Writer writing to w. The caller must Close it.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{w: w}
+	aw := &Writer{w: w, maxPending: MaxPending, done: make(chan struct{})}
+	aw.cond = sync.NewCond(&aw.mu)
+	go aw.run()
+	return aw
 }
 
-// Record writes e as one line. It returns an error only if e cannot be
-// encoded or the underlying write fails; the caller decides what that means.
+// Record queues e as one line. It returns an error if the Writer is
+// closed, or if an earlier write failed (the event is still queued in that
+// case, but the sink is suspect).
 func (w *Writer) Record(e *Event) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(e); err != nil { // Encode appends the newline.
-		return fmt.Errorf("encode audit event: %w", err)
-	}
+	buf := bufPool.Get().(*lineBuf)
+	defer bufPool.Put(buf)
+	buf.b = append(e.appendJSON(buf.b[:0]), '\n')
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, err := w.w.Write(buf.Bytes()); err != nil {
-		return fmt.Errorf("write audit event: %w", err)
+	for len(w.pending) >= w.maxPending && !w.closed {
+		w.cond.Wait()
+	}
+	if w.closed {
+		return errors.New("audit: writer closed")
+	}
+	w.pending = append(w.pending, buf.b...)
+	w.queued += int64(len(buf.b))
+	w.cond.Broadcast()
+	if w.err != nil {
+		return fmt.Errorf("write audit event: %w", w.err)
 	}
 	return nil
+}
+
+// run writes queued lines until the Writer is closed and drained.
+func (w *Writer) run() {
+	defer close(w.done)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		for len(w.pending) == 0 && !w.closed {
+			w.cond.Wait()
+		}
+		if len(w.pending) == 0 {
+			return // closed and drained
+		}
+		batch := w.pending
+		w.pending, w.spare = w.spare[:0], nil
+		w.mu.Unlock()
+		_, err := w.w.Write(batch)
+		w.mu.Lock()
+		if err != nil && w.err == nil {
+			w.err = err
+		}
+		w.written += int64(len(batch))
+		if cap(batch) <= 2*w.maxPending {
+			w.spare = batch[:0]
+		}
+		w.cond.Broadcast()
+	}
+}
+
+// Flush waits until every event recorded before it has been written, and
+// returns the first write error, if any.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	target := w.queued
+	for w.written < target {
+		w.cond.Wait()
+	}
+	return w.err
+}
+
+// Close writes what is queued, stops the Writer, and returns the first
+// write error, if any. Record fails after Close.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	w.closed = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
 }

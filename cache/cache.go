@@ -167,12 +167,12 @@ func (c *Cache) Get(key string) (*Entry, error) {
 	}
 	fresh, until, ok := c.freshness(&m, now)
 	if !ok {
-		c.disk.delete(func(k string) bool { return k == key })
+		c.disk.deleteKey(key, m.SHA256, m.Stored)
 		return nil, ErrNotCached
 	}
 	path := c.disk.blobPath(m.SHA256)
 	e := &Entry{Meta: m, Fresh: fresh, FreshUntil: until, Tier: Disk, path: path}
-	if m.Size <= int64(c.hotMax) {
+	if !m.Blob && m.Size <= int64(c.hotMax) {
 		body, err := os.ReadFile(path)
 		if err != nil {
 			return nil, c.diskErr(key, err)
@@ -223,23 +223,26 @@ func (c *Cache) hotLifetime(cl Class) time.Duration {
 	return ttl
 }
 
-// putHot stores body in the hot tier for what is left of its lifetime.
-func (c *Cache) putHot(m *Meta, body []byte) {
-	v := encodeHot(m, body)
-	if len(v) > c.hotMax {
-		return
-	}
+// putHot stores body in the hot tier for what is left of its lifetime and
+// reports whether it did. If it did not, it drops any older value of the
+// key from the hot tier, so that the older value cannot shadow the new one.
+func (c *Cache) putHot(m *Meta, body []byte) bool {
 	left := m.Stored.Add(c.hotLifetime(m.Class)).Sub(c.now())
 	if m.Class.Immutable() {
 		left = c.ttl.of(m.Class) // a fresh stay in memory, read back from disk
 	}
 	secs := int(left / time.Second)
-	if secs < 1 {
-		return
-	}
-	if err := c.hot.Set([]byte(m.Key), v, secs); err != nil {
+	if secs >= 1 {
+		// freecache refuses a key and value of more than its entry limit
+		// less its entry header.
+		err := c.hot.Set([]byte(m.Key), encodeHot(m, body), secs)
+		if err == nil {
+			return true
+		}
 		c.log.Debug("cache: hot tier refused entry", "key", m.Key, "err", err)
 	}
+	c.hot.Del([]byte(m.Key))
+	return false
 }
 
 // Writer stores one response body. It keeps a small body in memory and
@@ -265,6 +268,14 @@ func (c *Cache) NewWriter(key string, class Class, status int, contentType strin
 	}
 }
 
+// NewBlobWriter starts storing a blob (a zip): a 200 body that goes to the
+// disk tier only, whatever its size, and is always served from its file.
+func (c *Cache) NewBlobWriter(key string, class Class, contentType string) *Writer {
+	w := c.NewWriter(key, class, 200, contentType)
+	w.meta.Blob = true
+	return w
+}
+
 // Write appends p to the body.
 func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
@@ -273,9 +284,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.done {
 		return 0, errors.New("cache: write after commit or abort")
 	}
-	w.h.Write(p)
-	w.meta.Size += int64(len(p))
-	if w.tmp == nil && len(w.buf)+len(p) <= w.c.hotMax {
+	if w.tmp == nil && !w.meta.Blob && len(w.buf)+len(p) <= w.c.hotMax {
+		w.h.Write(p)
+		w.meta.Size += int64(len(p))
 		w.buf = append(w.buf, p...)
 		return len(p), nil
 	}
@@ -300,6 +311,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 		w.err = fmt.Errorf("cache: %w", err)
 		return 0, w.err
 	}
+	w.h.Write(p)
+	w.meta.Size += int64(len(p))
 	return len(p), nil
 }
 
@@ -308,8 +321,9 @@ func (w *Writer) Size() int64 { return w.meta.Size }
 
 // Commit stores the body and returns the Entry that now serves it (Fresh,
 // positioned at its start; the caller closes it). A Negative or other
-// non-immutable small body goes to the hot tier only; an immutable one to
-// both tiers; a large one to the disk tier.
+// non-immutable small body goes to the hot tier only (to the disk tier if,
+// with its key and header, it is too large for the hot tier); an immutable
+// one to both tiers; a large one to the disk tier.
 func (w *Writer) Commit() (*Entry, error) {
 	if w.err != nil {
 		w.Abort()
@@ -318,19 +332,31 @@ func (w *Writer) Commit() (*Entry, error) {
 	if w.done {
 		return nil, errors.New("cache: commit after commit or abort")
 	}
+	if w.tmp == nil && w.meta.Blob { // an empty blob: make its file
+		if _, err := w.Write(nil); err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
 	w.done = true
 	w.meta.Stored = w.c.now()
 	copy(w.meta.SHA256[:], w.h.Sum(nil))
 	m := w.meta
 
-	if w.tmp == nil {
+	if w.tmp == nil && !m.Blob {
 		body := w.buf
-		w.c.putHot(&m, body)
-		if m.Class.Immutable() {
+		// A body that fits the Writer's buffer may still be too large for
+		// the hot tier with its header and key: the disk tier holds it.
+		switch hot := w.c.putHot(&m, body); {
+		case !hot || m.Class.Immutable():
 			if err := w.c.storeBytes(m, body); err != nil {
-				// Served from memory all the same; only durability is lost.
+				// Served from the Entry all the same; only caching is lost.
 				w.c.log.Error("cache: disk tier write failed", "key", m.Key, "err", err)
 			}
+		default:
+			// An older, larger body of the key on disk would come back once
+			// this one leaves the hot tier.
+			w.c.disk.deleteKey(m.Key, [32]byte{}, time.Time{})
 		}
 		_, until, _ := w.c.freshness(&m, m.Stored)
 		return &Entry{Meta: m, Fresh: true, FreshUntil: until, Tier: Hot, body: body}, nil
@@ -348,6 +374,8 @@ func (w *Writer) Commit() (*Entry, error) {
 	if err := w.c.disk.store(m, tmp); err != nil {
 		return nil, err
 	}
+	// An older, smaller body of the key in the hot tier would shadow this one.
+	w.c.hot.Del([]byte(m.Key))
 	path := w.c.disk.blobPath(m.SHA256)
 	f, err := os.Open(path)
 	if err != nil {
@@ -398,13 +426,24 @@ func (c *Cache) Purge(match func(key string) bool) int {
 			hotKeys = append(hotKeys, e.Key)
 		}
 	}
-	n := 0
+	// Count an entry held by both tiers once.
+	gone := make(map[string]bool, len(hotKeys))
 	for _, k := range hotKeys {
 		if c.hot.Del(k) {
-			n++
+			gone[string(k)] = true
 		}
 	}
-	return n + c.disk.delete(match)
+	n := len(gone)
+	c.disk.delete(func(key string) bool {
+		if !match(key) {
+			return false
+		}
+		if !gone[key] {
+			n++
+		}
+		return true
+	})
+	return n
 }
 
 // Stats describes both tiers.

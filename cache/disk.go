@@ -64,6 +64,7 @@ type entryFile struct {
 	Size        int64     `json:"size"`
 	SHA256      string    `json:"sha256"`
 	Stored      time.Time `json:"stored"`
+	Blob        bool      `json:"blob,omitempty"`
 }
 
 func openDisk(dir string, limit int64, log *slog.Logger) (*disk, error) {
@@ -194,7 +195,7 @@ func (d *disk) readEntry(p string) (Meta, int64, time.Time, error) {
 	if !ok {
 		return Meta{}, 0, time.Time{}, fmt.Errorf("bad sha256 %q", ef.SHA256)
 	}
-	m := Meta{Key: ef.Key, Class: class, Status: ef.Status, ContentType: ef.ContentType, Size: ef.Size, SHA256: sum, Stored: ef.Stored}
+	m := Meta{Key: ef.Key, Class: class, Status: ef.Status, ContentType: ef.ContentType, Size: ef.Size, SHA256: sum, Stored: ef.Stored, Blob: ef.Blob}
 	fi, err := os.Stat(d.blobPath(sum))
 	if err != nil {
 		return Meta{}, 0, time.Time{}, fmt.Errorf("blob: %w", err)
@@ -311,7 +312,22 @@ func (d *disk) lookup(key string) (Meta, bool) {
 func (d *disk) store(m Meta, tmpPath string) error {
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
-	if m.Size > d.limit {
+	data, err := json.Marshal(entryFile{
+		Key:         m.Key,
+		Class:       m.Class.String(),
+		Status:      m.Status,
+		ContentType: m.ContentType,
+		Size:        m.Size,
+		SHA256:      hex.EncodeToString(m.SHA256[:]),
+		Stored:      m.Stored.UTC(),
+		Blob:        m.Blob,
+	})
+	if err != nil {
+		os.Remove(tmpPath)
+		return fmt.Errorf("cache: %w", err)
+	}
+	// The bound counts the entry file as well as the blob.
+	if m.Size+int64(len(data)) > d.limit {
 		os.Remove(tmpPath)
 		return fmt.Errorf("cache: %s has %d bytes, more than the disk tier's %d", m.Key, m.Size, d.limit)
 	}
@@ -326,19 +342,6 @@ func (d *disk) store(m Meta, tmpPath string) error {
 	}
 	if err := syncDir(filepath.Dir(blob)); err != nil {
 		return err
-	}
-
-	data, err := json.Marshal(entryFile{
-		Key:         m.Key,
-		Class:       m.Class.String(),
-		Status:      m.Status,
-		ContentType: m.ContentType,
-		Size:        m.Size,
-		SHA256:      hex.EncodeToString(m.SHA256[:]),
-		Stored:      m.Stored.UTC(),
-	})
-	if err != nil {
-		return fmt.Errorf("cache: %w", err)
 	}
 	entry := d.entryPath(m.Key)
 	if err := writeFileAtomic(filepath.Join(d.dir, "tmp"), entry, data); err != nil {
@@ -367,6 +370,24 @@ func (d *disk) delete(match func(key string) bool) int {
 	d.mu.Unlock()
 	d.remove(vs)
 	return len(vs)
+}
+
+// deleteKey drops key's entry if it is the one that stored sum at stored
+// (the zero sum matches any), so a concurrent store of a newer body for
+// the key is never undone. It reports whether it dropped one.
+func (d *disk) deleteKey(key string, sum [32]byte, stored time.Time) bool {
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	d.mu.Lock()
+	e := d.entries[key]
+	if e == nil || (sum != [32]byte{} && (e.meta.SHA256 != sum || !e.meta.Stored.Equal(stored))) {
+		d.mu.Unlock()
+		return false
+	}
+	vs := []victim{{key: key, sum: e.meta.SHA256, blobFree: d.unlink(e)}}
+	d.mu.Unlock()
+	d.remove(vs)
+	return true
 }
 
 // DiskStats describes the disk tier.

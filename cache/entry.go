@@ -20,6 +20,9 @@ type Meta struct {
 	Size        int64     // body bytes
 	SHA256      [32]byte  // of the body
 	Stored      time.Time // when the body was fetched
+	// Blob marks a body that lives on disk only, whatever its size, and is
+	// served from the file (zips: the kernel sends them with sendfile).
+	Blob bool
 }
 
 // ETag returns the entry's strong entity tag: its body's SHA-256, quoted.

@@ -60,7 +60,7 @@ func (x *Exchange) newFill(f *cache.Flight[FillResult], key string, candidates [
 		key:        key,
 		class:      x.class,
 		candidates: candidates,
-		log:        x.log.With("fill", key),
+		log:        x.logger().With("fill", key),
 	}
 }
 
@@ -83,7 +83,11 @@ func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.H
 			return f.fail(ctx, last, &upstreamError{upstream: u.Name, err: fmt.Errorf("announced %d bytes for a %s, over the %d-byte limit", n, f.req.Kind, limit)})
 		}
 		f.status, f.limit = status, limit
-		f.w = f.p.cache.NewWriter(f.key, f.class, status, contentType(h, f.req.Kind))
+		if ct := contentType(h, f.req.Kind); f.req.Kind == goproxy.KindZip {
+			f.w = f.p.cache.NewBlobWriter(f.key, f.class, ct)
+		} else {
+			f.w = f.p.cache.NewWriter(f.key, f.class, status, ct)
+		}
 		return Response{Action: Store, Limit: limit}
 
 	case status == http.StatusNotFound || status == http.StatusGone:

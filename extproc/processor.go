@@ -93,6 +93,7 @@ type Upstreams interface {
 type Cache interface {
 	Get(key string) (*cache.Entry, error)
 	NewWriter(key string, class cache.Class, status int, contentType string) *cache.Writer
+	NewBlobWriter(key string, class cache.Class, contentType string) *cache.Writer
 }
 
 // Budget rations misses per client and per module ("" for none). Charge
@@ -276,7 +277,7 @@ type Exchange struct {
 	start  time.Time
 	id     string
 	client Client
-	log    *slog.Logger
+	log    *slog.Logger // see logger
 
 	method string
 	target string
@@ -302,9 +303,17 @@ func (p *Processor) Begin(client Client) *Exchange {
 		start:  p.now(),
 		id:     id,
 		client: client,
-		log:    p.log.With("request_id", id),
 		cache:  cacheBypass,
 	}
+}
+
+// logger returns the request's logger, made on first use: most requests
+// log nothing.
+func (x *Exchange) logger() *slog.Logger {
+	if x.log == nil {
+		x.log = x.p.log.With("request_id", x.id)
+	}
+	return x.log
 }
 
 // ID returns the request's id, unique per Exchange.
@@ -379,7 +388,7 @@ func (x *Exchange) lookup(ctx context.Context, key string) (Decision, bool) {
 	e, err := x.p.cache.Get(key)
 	if err != nil {
 		if !errors.Is(err, cache.ErrNotCached) {
-			x.log.ErrorContext(ctx, "cache read failed; treating as a miss", "key", key, "err", err)
+			x.logger().ErrorContext(ctx, "cache read failed; treating as a miss", "key", key, "err", err)
 		}
 		return Decision{}, false
 	}
@@ -458,7 +467,7 @@ func (x *Exchange) failed(ctx context.Context, res FillResult) Decision {
 		e := x.stale
 		x.stale = nil
 		x.reason = "stale: " + res.err.Error()
-		x.log.WarnContext(ctx, "serving stale entry", "key", e.Key, "err", res.err)
+		x.logger().WarnContext(ctx, "serving stale entry", "key", e.Key, "err", res.err)
 		d := x.serveEntry(ctx, e, cacheStale)
 		d.Header.Set("Warning", `110 modgate "Response is Stale"`)
 		return d
@@ -520,7 +529,7 @@ func (x *Exchange) Done(status int, n int64, err error) {
 	reason := x.reason
 	if err != nil {
 		reason = err.Error()
-		x.log.Warn("response cut short", "status", status, "bytes", n, "err", err)
+		x.logger().Warn("response cut short", "status", status, "bytes", n, "err", err)
 	}
 	if x.decision == "" {
 		x.decision = "abort" // the client left before a decision
@@ -567,7 +576,7 @@ func (x *Exchange) Done(status int, n int64, err error) {
 		e.Modgate.SumDB = x.req.SumDB
 	}
 	if err := x.p.audit.Record(e); err != nil {
-		x.log.Error("audit event not recorded", "err", err)
+		x.logger().Error("audit event not recorded", "err", err)
 	}
 }
 
@@ -593,22 +602,22 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		default:
 			status, rule = http.StatusBadRequest, "grammar"
 		}
-		x.log.DebugContext(ctx, "request rejected", "status", status, "err", err)
+		x.logger().DebugContext(ctx, "request rejected", "status", status, "err", err)
 	case errors.As(err, &de):
 		x.decision = "deny"
 		status, rule = http.StatusForbidden, de.rule
-		x.log.InfoContext(ctx, "request denied", "rule", de.rule, "reason", de.reason)
+		x.logger().InfoContext(ctx, "request denied", "rule", de.rule, "reason", de.reason)
 	case errors.As(err, &be):
 		x.decision = "deny"
 		status, rule = http.StatusTooManyRequests, "budget-"+be.which
-		x.log.InfoContext(ctx, "miss budget exhausted", "budget", be.which, "client", x.client.identity(), "module", x.req.Module)
+		x.logger().InfoContext(ctx, "miss budget exhausted", "budget", be.which, "client", x.client.identity(), "module", x.req.Module)
 	case errors.As(err, &ue):
 		x.decision = "forward"
 		status, rule = ue.clientStatus(), "upstream"
-		x.log.WarnContext(ctx, "upstream failed", "err", err, "path", x.target)
+		x.logger().WarnContext(ctx, "upstream failed", "err", err, "path", x.target)
 	default:
 		status, rule = http.StatusInternalServerError, "internal"
-		x.log.ErrorContext(ctx, "internal error", "err", err)
+		x.logger().ErrorContext(ctx, "internal error", "err", err)
 	}
 	x.rule = rule
 	x.reason = err.Error()

@@ -34,6 +34,23 @@ func (e *events) Write(p []byte) (int, error) {
 	return e.buf.Write(p)
 }
 
+// wait returns the events once there are at least n, or after 5s: an
+// event is recorded when its response is done, just after the client has
+// read it.
+func (e *events) wait(t testing.TB, n int) []audit.Event {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		evs := e.list(t)
+		if len(evs) >= n || time.Now().After(deadline) {
+			// Give a duplicate, if there were one, the time to show.
+			time.Sleep(10 * time.Millisecond)
+			return e.list(t)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (e *events) list(t testing.TB) []audit.Event {
 	t.Helper()
 	e.mu.Lock()
@@ -101,8 +118,10 @@ func start(t testing.TB, s setup) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	aw := audit.NewWriter(ev)
+	t.Cleanup(func() { aw.Close() })
 	opts := s.opts
-	opts.Policy, opts.Upstreams, opts.Audit, opts.Logger, opts.Cache = pol, set, audit.NewWriter(ev), log, c
+	opts.Policy, opts.Upstreams, opts.Audit, opts.Logger, opts.Cache = pol, set, aw, log, c
 	proc, err := extproc.New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +262,7 @@ func TestStatusSemantics(t *testing.T) {
 				}
 			}
 
-			evs := h.events.list(t)
+			evs := h.events.wait(t, 1)
 			if len(evs) != 1 {
 				t.Fatalf("got %d audit events, want exactly 1: %+v", len(evs), evs)
 			}
@@ -287,7 +306,7 @@ func TestUpstreamTimeoutIs504(t *testing.T) {
 	if got != http.StatusGatewayTimeout {
 		t.Errorf("GET with a slow upstream = %d %q, want 504", got, body)
 	}
-	if evs := h.events.list(t); len(evs) != 1 || evs[0].HTTP.Response.StatusCode != 504 {
+	if evs := h.events.wait(t, 1); len(evs) != 1 || evs[0].HTTP.Response.StatusCode != 504 {
 		t.Errorf("audit events = %+v, want one with status 504", evs)
 	}
 }
@@ -321,7 +340,7 @@ func TestOversizeBody(t *testing.T) {
 		if err != nil || got != http.StatusBadGateway || !strings.Contains(body, "limit") {
 			t.Errorf("GET of a streamed oversize .info = %d %q, %v; want 502 naming the limit", got, body, err)
 		}
-		evs := h.events.list(t)
+		evs := h.events.wait(t, 1)
 		if len(evs) != 1 || evs[0].Event.Outcome != audit.OutcomeFailure || !strings.Contains(evs[0].Event.Reason, "limit") {
 			t.Errorf("audit events = %+v, want one failure naming the limit", evs)
 		}
@@ -347,7 +366,7 @@ func TestEveryRequestAuditedOnce(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	evs := h.events.list(t)
+	evs := h.events.wait(t, rounds*len(targets))
 	if len(evs) != rounds*len(targets) {
 		t.Fatalf("got %d audit events for %d requests", len(evs), rounds*len(targets))
 	}

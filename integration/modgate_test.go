@@ -51,7 +51,7 @@ type gatewayProc struct {
 	audit string // audit file
 	cmd   *exec.Cmd
 
-	stop     func(t *testing.T) // SIGTERM, and wait for a clean exit; once
+	stop     func(t testing.TB) // SIGTERM, and wait for a clean exit; once
 	stopOnce sync.Once
 
 	mu  sync.Mutex
@@ -63,7 +63,7 @@ var listenRE = regexp.MustCompile(`msg=listening listener=(\w+) addr=(\S+) schem
 // startModgate runs `modgate serve` with the YAML config and extra flags,
 // on free loopback ports, and waits until it listens. The process is
 // stopped with SIGTERM at the end of the test, and must exit cleanly.
-func startModgate(t *testing.T, config string, flags ...string) *gatewayProc {
+func startModgate(t testing.TB, config string, flags ...string) *gatewayProc {
 	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "modgate.yaml")
@@ -106,7 +106,7 @@ func startModgate(t *testing.T, config string, flags ...string) *gatewayProc {
 			g.mu.Unlock()
 		}
 	}()
-	g.stop = func(t *testing.T) {
+	g.stop = func(t testing.TB) {
 		g.stopOnce.Do(func() {
 			g.cmd.Process.Signal(syscall.SIGTERM)
 			exited := make(chan error, 1)

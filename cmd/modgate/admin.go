@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -39,6 +40,10 @@ func (g *standalone) adminHandler() http.Handler {
 		json.NewEncoder(w).Encode(g.cache.Stats())
 	})
 	mux.HandleFunc("POST /cache/purge", g.purge)
+	// Profiles, for operators: the admin listener is loopback-only by default.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

@@ -212,6 +212,11 @@ func (g *standalone) close() {
 			g.log.Error("closing cache", "err", err)
 		}
 	}
+	if g.audit != nil {
+		if err := g.audit.Close(); err != nil {
+			g.log.Error("audit events may be lost", "err", err)
+		}
+	}
 	if g.auditFile != nil {
 		if err := g.auditFile.Close(); err != nil {
 			g.log.Error("closing audit file", "err", err)

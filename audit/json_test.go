@@ -1,0 +1,98 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// stdJSON is what encoding/json writes for v, without the newline.
+func stdJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+	ts := time.Date(2026, 11, 21, 8, 55, 18, 1234, time.UTC)
+	tests := []struct {
+		name string
+		e    Event
+	}{
+		{"minimal", Event{Timestamp: ts}},
+		{"request", Event{
+			Timestamp: ts,
+			Event:     EventFields{Action: "request", Outcome: OutcomeSuccess, Duration: 1646676},
+			Source:    &Source{IP: "127.0.0.1", Port: 44192},
+			URL:       &URL{Path: "/golang.org/x/mod/@v/v0.42.0.info"},
+			HTTP:      &HTTP{Request: HTTPRequest{ID: "427eced0761e2972", Method: "GET"}, Response: HTTPResponse{StatusCode: 200, Bytes: 54}},
+			Modgate:   ModgateGroup{Module: "golang.org/x/mod", Version: "v0.42.0", Kind: "info", Decision: "serve", Cache: "hit"},
+		}},
+		{"every field", Event{
+			Timestamp: ts.In(time.FixedZone("x", 3600)),
+			Event:     EventFields{Action: "request", Outcome: OutcomeFailure, Reason: "upstream p: answered 500", Duration: -1},
+			Source:    &Source{},
+			TLS: &TLS{Client: TLSClient{
+				Subject: "CN=builder,O=ci",
+				X509:    &X509{SAN: X509SAN{URI: []string{"spiffe://corp.example/ns/ci/sa/builder", "spiffe://x"}}},
+				Hash:    &ClientHash{SHA256: "ab"},
+			}},
+			User:    &User{Name: "alice"},
+			URL:     &URL{},
+			HTTP:    &HTTP{},
+			Modgate: ModgateGroup{Module: "m", Version: "v", Kind: "k", SumDB: "s", Decision: "d", Rule: "r", Upstream: "u", Cache: "c"},
+		}},
+		{"empty nested", Event{Timestamp: ts, TLS: &TLS{Client: TLSClient{X509: &X509{}, Hash: &ClientHash{}}}, User: &User{}}},
+		{"hostile strings", Event{
+			Timestamp: ts,
+			Event:     EventFields{Reason: "quote \" backslash \\ nul \x00 bell \x07 newline \n tab \t del \x7f <html>&amp; \u2028\u2029 bad \xff\xfe utf8 é 日本"},
+			URL:       &URL{Path: "/a\x1b[31m/b"},
+		}},
+	}
+	for _, tt := range tests {
+		want := stdJSON(t, &tt.e)
+		if got := tt.e.appendJSON(nil); !bytes.Equal(got, want) {
+			t.Errorf("%s: appendJSON =\n%s\nwant\n%s", tt.name, got, want)
+		}
+	}
+}
+
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "plain", "\"\\", "\x00\x1f\x7f", "\u2028\u2029", "\xff", "é日本", "<>&"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := appendString(nil, s)
+		if want := stdJSON(t, s); !bytes.Equal(got, want) {
+			t.Errorf("appendString(%q) = %s, want %s", s, got, want)
+		}
+	})
+}
+
+func BenchmarkRecordEncode(b *testing.B) {
+	e := Event{
+		Timestamp: time.Now(),
+		Event:     EventFields{Action: "request", Outcome: OutcomeSuccess, Duration: 1646676},
+		Source:    &Source{IP: "127.0.0.1", Port: 44192},
+		URL:       &URL{Path: "/golang.org/x/mod/@v/v0.42.0.info"},
+		HTTP:      &HTTP{Request: HTTPRequest{ID: "427eced0761e2972", Method: "GET"}, Response: HTTPResponse{StatusCode: 200, Bytes: 54}},
+		Modgate:   ModgateGroup{Module: "golang.org/x/mod", Version: "v0.42.0", Kind: "info", Decision: "serve", Cache: "hit"},
+	}
+	b.Run("appendJSON", func(b *testing.B) {
+		var buf []byte
+		for b.Loop() {
+			buf = e.appendJSON(buf[:0])
+		}
+	})
+	b.Run("encoding/json", func(b *testing.B) {
+		for b.Loop() {
+			json.Marshal(&e)
+		}
+	})
+}
