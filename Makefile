@@ -6,7 +6,7 @@ PKGS    := ./...
 # Flags for `make run`, e.g. make run ARGS='--config modgate.yaml'
 ARGS    ?=
 
-.PHONY: help build run test vet fmt-check fuzz bench clean
+.PHONY: help build run test vet fmt-check fuzz bench bench-deps clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,8 +30,18 @@ fmt-check:
 fuzz: ## fuzz the request grammar for FUZZTIME (default 60s)
 	$(GO) test ./goproxy -run '^$$' -fuzz FuzzParse -fuzztime $(or $(FUZZTIME),60s)
 
-bench: ## run the benchmarks (req/s and latency percentiles)
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKGS)
+bench: bench-deps ## run the benchmarks (req/s, latency percentiles, CPU per request, modgate vs nginx)
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v /integration)
+	$(GO) test -run '^$$' -bench VsNginx -count=1 -timeout 30m ./integration
+
+# nginx (the yardstick) and wrk (the load generator) for BenchmarkVsNginx.
+bench-deps:
+	@if ! command -v wrk >/dev/null || ! { command -v nginx >/dev/null || test -x /usr/sbin/nginx; }; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk \
+			|| DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx wrk; \
+		else echo "BenchmarkVsNginx needs nginx and wrk (apt-get install nginx-light wrk); it will skip"; fi; \
+	fi
 
 clean: ## remove build output
 	rm -rf bin

@@ -181,7 +181,7 @@ func (c *Cache) Get(key string) (*Entry, error) {
 		c.putHot(&m, body)
 		return e, nil
 	}
-	f, err := os.Open(path)
+	f, err := openBlob(path)
 	if err != nil {
 		return nil, c.diskErr(key, err)
 	}
@@ -377,7 +377,7 @@ func (w *Writer) Commit() (*Entry, error) {
 	// An older, smaller body of the key in the hot tier would shadow this one.
 	w.c.hot.Del([]byte(m.Key))
 	path := w.c.disk.blobPath(m.SHA256)
-	f, err := os.Open(path)
+	f, err := openBlob(path)
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}

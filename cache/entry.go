@@ -112,7 +112,7 @@ func (closedReader) Seek(int64, int) (int64, error) { return 0, errClosed }
 func (e *Entry) Reopen() (*Entry, error) {
 	c := &Entry{Meta: e.Meta, Fresh: e.Fresh, FreshUntil: e.FreshUntil, Tier: e.Tier, body: e.body, path: e.path}
 	if e.body == nil && e.path != "" {
-		f, err := os.Open(e.path)
+		f, err := openBlob(e.path)
 		if err != nil {
 			return nil, fmt.Errorf("reopen cache entry %s: %w", e.Key, err)
 		}

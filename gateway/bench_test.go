@@ -12,10 +12,11 @@ import (
 	"github.com/modgate/modgate/integration/testproxy"
 )
 
-// BenchmarkForward measures a request forwarded through the standalone
-// front end to a loopback upstream (no cache yet), at several client
-// concurrencies. It reports requests per second and latency percentiles.
-func BenchmarkForward(b *testing.B) {
+// BenchmarkHit measures warm cache hits through the standalone front end,
+// in process (the client shares the CPU), at several client
+// concurrencies. It reports requests per second and latency percentiles;
+// BenchmarkVsNginx in integration/ measures the real binary against nginx.
+func BenchmarkHit(b *testing.B) {
 	mods := testproxy.Fixtures(b)
 	for _, target := range []string{"/example.com/a/@v/v1.0.0.info", "/example.com/a/@v/v1.0.0.zip"} {
 		for _, conc := range []int{16, 64} {

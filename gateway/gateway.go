@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -69,6 +70,16 @@ func New(opts Options) (*Handler, error) {
 // Wait waits for the fills in progress, which each end within the fetch
 // timeout. Call it after the server has stopped accepting requests.
 func (h *Handler) Wait() { h.fills.Wait() }
+
+// connKey is the context key under which ConnContext stores the
+// connection.
+type connKey struct{}
+
+// ConnContext gives the handler access to each request's connection (to
+// cork it while a file is sent). Set it as the http.Server's ConnContext.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
 
 // errClientGone is what cut a response short when the client left first.
 var errClientGone = errors.New("client went away")
@@ -177,28 +188,63 @@ func feed(f *extproc.Fill, body io.Reader, rr extproc.Response) error {
 	}
 }
 
-// serveEntry writes a cached response. A 200 goes through
-// http.ServeContent, which answers HEAD, Range and If-None-Match requests.
+// serveEntry writes a cached response. A plain GET or HEAD of a 200 takes
+// the short way: headers, then the body, a file going out with sendfile.
+// A request with a Range or a precondition goes through http.ServeContent.
 // A non-nil error means the client must not see the response complete.
 func serveEntry(w *countingWriter, r *http.Request, d extproc.Decision) error {
 	defer d.Entry.Close()
 	for k, v := range d.Header {
 		w.Header()[k] = v
 	}
-	if d.Status != http.StatusOK {
-		w.Header().Set("Content-Length", strconv.FormatInt(d.Entry.Size, 10))
-		w.WriteHeader(d.Status)
-		if r.Method == http.MethodHead {
-			return nil
+	if d.Status == http.StatusOK && !ranged(r) {
+		w.Header().Set("Accept-Ranges", "bytes")
+	} else if d.Status == http.StatusOK {
+		http.ServeContent(w, r, "", time.Time{}, d.Entry.Reader())
+		if w.status == http.StatusOK && r.Method != http.MethodHead && w.n != d.Entry.Size {
+			return fmt.Errorf("sent %d of %d bytes", w.n, d.Entry.Size)
 		}
-		_, err := io.Copy(w, d.Entry.Reader())
-		return err
+		return nil
 	}
-	http.ServeContent(w, r, "", time.Time{}, d.Entry.Reader())
-	if w.status == http.StatusOK && r.Method != http.MethodHead && w.n != d.Entry.Size {
-		return fmt.Errorf("sent %d of %d bytes", w.n, d.Entry.Size)
+
+	w.Header().Set("Content-Length", strconv.FormatInt(d.Entry.Size, 10))
+	file := d.Entry.Bytes() == nil
+	if file && r.Method != http.MethodHead {
+		// Hold the headers back until the first full segment of the file.
+		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+			defer cork(c)()
+		}
 	}
-	return nil
+	w.WriteHeader(d.Status)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	if file {
+		// With the headers flushed, the ResponseWriter hands the file to
+		// the connection's ReadFrom (sendfile) without copying a first
+		// chunk through its buffer.
+		if err := http.NewResponseController(w).Flush(); err != nil {
+			return err
+		}
+	}
+	// The limit also tells sendfile where the file ends, saving the call
+	// that would find out.
+	n, err := io.Copy(w, io.LimitReader(d.Entry.Reader(), d.Entry.Size))
+	if err == nil && n != d.Entry.Size {
+		err = fmt.Errorf("sent %d of %d bytes", n, d.Entry.Size)
+	}
+	return err
+}
+
+// ranged reports whether r asks for part of a body, or for it only under a
+// precondition: what http.ServeContent handles.
+func ranged(r *http.Request) bool {
+	for _, h := range []string{"Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since"} {
+		if r.Header.Get(h) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // writeReply writes a reply the processor made.
@@ -263,6 +309,9 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // ReadFrom keeps io.Copy on the ResponseWriter's fast path.
 func (c *countingWriter) ReadFrom(src io.Reader) (int64, error) {

@@ -378,3 +378,67 @@ func TestEveryRequestAuditedOnce(t *testing.T) {
 		ids[ev.HTTP.Request.ID] = true
 	}
 }
+
+func TestServeCachedEntry(t *testing.T) {
+	p := testproxy.Start(t, testproxy.Fixtures(t))
+	h := start(t, setup{public: []string{p.URL}})
+	const zip = "/example.com/a/@v/v1.0.0.zip"
+	const info = "/example.com/a/@v/v1.0.0.info"
+	client := &http.Client{}
+	do := func(method, path string, header ...string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, h.url+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	for _, path := range []string{zip, info} {
+		first, full := do("GET", path)
+		if first.StatusCode != 200 || first.Header.Get("X-Modgate-Cache") != "miss" || first.Header.Get("Etag") == "" {
+			t.Fatalf("GET %s = %s, cache %q, etag %q", path, first.Status, first.Header.Get("X-Modgate-Cache"), first.Header.Get("Etag"))
+		}
+		etag := first.Header.Get("Etag")
+
+		resp, body := do("GET", path)
+		if resp.StatusCode != 200 || resp.Header.Get("X-Modgate-Cache") != "hit" || !bytes.Equal(body, full) ||
+			resp.Header.Get("Cache-Control") != "public, max-age=31536000, immutable" || resp.ContentLength != int64(len(full)) {
+			t.Errorf("GET %s (hit) = %s, cache %q, cache-control %q, %d bytes; want the same %d bytes, immutable",
+				path, resp.Status, resp.Header.Get("X-Modgate-Cache"), resp.Header.Get("Cache-Control"), len(body), len(full))
+		}
+
+		resp, body = do("HEAD", path)
+		if resp.StatusCode != 200 || len(body) != 0 || resp.ContentLength != int64(len(full)) {
+			t.Errorf("HEAD %s = %s, %d body bytes, length %d; want 200, none, %d", path, resp.Status, len(body), resp.ContentLength, len(full))
+		}
+
+		resp, body = do("GET", path, "Range", "bytes=2-9")
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, full[2:10]) {
+			t.Errorf("GET %s with Range = %s %q, want 206 %q", path, resp.Status, body, full[2:10])
+		}
+
+		resp, _ = do("GET", path, "If-None-Match", etag)
+		if resp.StatusCode != http.StatusNotModified {
+			t.Errorf("GET %s with If-None-Match = %s, want 304", path, resp.Status)
+		}
+	}
+	if got := p.Count(zip); got != 1 {
+		t.Errorf("upstream saw %d requests for the zip, want 1", got)
+	}
+	// Every response above is audited.
+	if evs := h.events.wait(t, 10); len(evs) != 10 {
+		t.Errorf("got %d audit events for 10 requests", len(evs))
+	}
+}

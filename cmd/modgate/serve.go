@@ -245,7 +245,9 @@ func (g *standalone) run(ctx context.Context) error {
 			return err
 		}
 		listeners = append(listeners, l)
-		servers = append(servers, g.server(g.handler))
+		srv := g.server(g.handler)
+		srv.ConnContext = gateway.ConnContext
+		servers = append(servers, srv)
 	}
 	if g.cfg.Admin != "off" {
 		l, err := listen("admin", g.cfg.Admin, nil, g.log)
