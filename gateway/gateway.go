@@ -68,8 +68,22 @@ func New(opts Options) (*Handler, error) {
 }
 
 // Wait waits for the fills in progress, which each end within the fetch
-// timeout. Call it after the server has stopped accepting requests.
-func (h *Handler) Wait() { h.fills.Wait() }
+// timeout, or for ctx to end. Call it after the server has stopped
+// accepting requests. A fill cut short by the process's exit leaves
+// nothing in the cache (its temporary file is removed at the next start).
+func (h *Handler) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		h.fills.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("fills still running: %w", ctx.Err())
+	}
+}
 
 // connKey is the context key under which ConnContext stores the
 // connection.

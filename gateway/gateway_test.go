@@ -8,12 +8,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/modgate/modgate/audit"
+	"github.com/modgate/modgate/budget"
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/extproc"
 	"github.com/modgate/modgate/gateway"
@@ -441,4 +443,108 @@ func TestServeCachedEntry(t *testing.T) {
 	if evs := h.events.wait(t, 10); len(evs) != 10 {
 		t.Errorf("got %d audit events for 10 requests", len(evs))
 	}
+}
+
+func TestMissBudget(t *testing.T) {
+	p := testproxy.Start(t, testproxy.Fixtures(t))
+	b, err := budget.New(budget.Config{Client: budget.Limit{Rate: 0.01, Burst: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, setup{public: []string{p.URL}, opts: extproc.Options{Budget: b}})
+	client := &http.Client{}
+	misses := []string{"/example.com/a/@v/v1.0.0.info", "/example.com/a/@v/v1.1.0.info", "/example.com/a/@v/v1.0.0.mod"}
+	for i, path := range misses {
+		resp, err := client.Get(h.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readBody(t, resp)
+		if i < 2 {
+			if resp.StatusCode != 200 {
+				t.Errorf("miss %d within the budget = %s %q", i, resp.Status, body)
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "too many") {
+			t.Errorf("miss over the budget = %s, Retry-After %q, %q; want 429 with Retry-After", resp.Status, resp.Header.Get("Retry-After"), body)
+		}
+	}
+	// Hits cost nothing.
+	for range 5 {
+		resp, err := client.Get(h.url + misses[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if readBody(t, resp); resp.StatusCode != 200 || resp.Header.Get("X-Modgate-Cache") != "hit" {
+			t.Errorf("hit with the budget spent = %s, cache %q; want a 200 hit", resp.Status, resp.Header.Get("X-Modgate-Cache"))
+		}
+	}
+	if got := p.Count(misses[2]); got != 0 {
+		t.Errorf("upstream saw %d requests for the refused miss, want 0", got)
+	}
+	evs := h.events.wait(t, 8)
+	i := slices.IndexFunc(evs, func(e audit.Event) bool { return e.HTTP.Response.StatusCode == http.StatusTooManyRequests })
+	if i < 0 || evs[i].Modgate.Rule != "budget-client" || evs[i].Modgate.Decision != "deny" {
+		t.Errorf("audit events = %+v, want a 429 denied by rule budget-client", evs)
+	}
+}
+
+func TestLeaderClientLeaves(t *testing.T) {
+	// The first client gives up while its fetch is slow; the fetch goes on
+	// for the client waiting behind it, and fills the cache.
+	p := testproxy.Start(t, testproxy.Fixtures(t))
+	const zip = "/example.com/a/@v/v1.0.0.zip"
+	p.Delay(func(path string) time.Duration {
+		if path == zip {
+			return 400 * time.Millisecond
+		}
+		return 0
+	})
+	h := start(t, setup{public: []string{p.URL}})
+
+	leaderErr := make(chan error, 1)
+	go func() {
+		c := &http.Client{Timeout: 100 * time.Millisecond}
+		resp, err := c.Get(h.url + zip)
+		if err == nil {
+			resp.Body.Close()
+		}
+		leaderErr <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the leader's fetch is under way
+	resp, err := http.Get(h.url + zip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Modgate-Cache") != "coalesced" || len(body) == 0 {
+		t.Errorf("follower = %s, cache %q, %d bytes; want a coalesced 200", resp.Status, resp.Header.Get("X-Modgate-Cache"), len(body))
+	}
+	if err := <-leaderErr; err == nil {
+		t.Errorf("leader with a 100ms timeout got its response; the test needs it to give up")
+	}
+	resp, err = http.Get(h.url + zip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if resp.Header.Get("X-Modgate-Cache") != "hit" || p.Count(zip) != 1 {
+		t.Errorf("after the fill: cache %q, upstream requests %d; want a hit and 1", resp.Header.Get("X-Modgate-Cache"), p.Count(zip))
+	}
+	evs := h.events.wait(t, 3)
+	i := slices.IndexFunc(evs, func(e audit.Event) bool { return e.Event.Reason == "client went away" })
+	if i < 0 || evs[i].Modgate.Cache != "miss" {
+		t.Errorf("audit events = %+v, want the leader's, a miss whose client went away", evs)
+	}
+}
+
+func readBody(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -151,3 +151,74 @@ func TestRunUsage(t *testing.T) {
 		}
 	}
 }
+
+func TestParseByteSize(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{in: "1024", want: 1024},
+		{in: "256MiB", want: 256 << 20},
+		{in: "10 GiB", want: 10 << 30},
+		{in: "1KB", want: 1000},
+		{in: "5B", want: 5},
+		{in: "-1", wantErr: true},
+		{in: "1.5GiB", wantErr: true},
+		{in: "lots", wantErr: true},
+		{in: "99999999999TiB", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parseByteSize(tt.in)
+		if (err != nil) != tt.wantErr || (!tt.wantErr && got != tt.want) {
+			t.Errorf("parseByteSize(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestCacheAndBudgetConfig(t *testing.T) {
+	cfg, err := loadConfig(writeConfig(t, `
+cache_dir: /var/cache/modgate
+cache:
+  hot_bytes: 64MiB
+  disk_bytes: 2GiB
+  stale_if_error: 1h
+  ttl:
+    query: 30s
+    negative: 1m
+budget:
+  client: {rate: 5, burst: 10}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cfg.cacheConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc.Dir != "/var/cache/modgate" || cc.HotBytes != 64<<20 || cc.DiskBytes != 2<<30 || cc.StaleIfError != time.Hour || cc.TTL.Query != 30*time.Second || cc.TTL.Negative != time.Minute {
+		t.Errorf("cacheConfig = %+v", cc)
+	}
+	b, err := cfg.budget()
+	if err != nil || b == nil {
+		t.Fatalf("budget() = %v, %v", b, err)
+	}
+	for i := range 10 {
+		if ok, _, _ := b.Charge("c", "m"); !ok {
+			t.Fatalf("charge %d refused within the configured burst of 10", i)
+		}
+	}
+	if ok, which, _ := b.Charge("c", "m"); ok || which != "client" {
+		t.Errorf("charge 11 = %v %q, want refused by the client budget", ok, which)
+	}
+	off, err := loadConfig(writeConfig(t, "budget:\n  off: true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := off.budget(); b != nil || err != nil {
+		t.Errorf("budget with off: true = %v, %v; want none", b, err)
+	}
+	if _, err := loadConfig(writeConfig(t, "cache:\n  hot_bytes: huge\n")); err == nil || !strings.Contains(err.Error(), "huge") {
+		t.Errorf("bad hot_bytes: %v, want an error naming the value", err)
+	}
+}

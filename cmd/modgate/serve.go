@@ -291,7 +291,10 @@ func (g *standalone) run(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
-	g.handler.Wait() // fills still running for requests that were waiting
+	// Fills may still run for requests whose clients left.
+	if err := g.handler.Wait(shutdownCtx); err != nil {
+		g.log.Warn("shutdown", "err", err)
+	}
 	return runErr
 }
 
