@@ -398,22 +398,11 @@ func (w *Writer) Abort() {
 
 // storeBytes writes body to the disk tier as m's blob.
 func (c *Cache) storeBytes(m Meta, body []byte) error {
-	f, err := os.CreateTemp(filepath.Join(c.disk.dir, "tmp"), "blob-")
+	tmp, err := writeTemp(filepath.Join(c.disk.dir, "tmp"), "blob-", body)
 	if err != nil {
-		return fmt.Errorf("cache: %w", err)
+		return err
 	}
-	_, err = f.Write(body)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("cache: %w", err)
-	}
-	return c.disk.store(m, f.Name())
+	return c.disk.store(m, tmp)
 }
 
 // Purge removes every entry whose key satisfies match from both tiers and

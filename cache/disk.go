@@ -405,15 +405,12 @@ func (d *disk) stats() DiskStats {
 	return DiskStats{Entries: len(d.entries), Blobs: len(d.blobs), Bytes: d.used, Limit: d.limit, Evictions: d.evictions}
 }
 
-// writeFileAtomic writes data to name through a synced temporary file in
-// tmpDir and a rename, then syncs name's directory.
-func writeFileAtomic(tmpDir, name string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(name), 0o750); err != nil {
-		return fmt.Errorf("cache: %w", err)
-	}
-	f, err := os.CreateTemp(tmpDir, "entry-")
+// writeTemp writes data to a new file in tmpDir, syncs and closes it, and
+// returns its name. On error no file is left.
+func writeTemp(tmpDir, prefix string, data []byte) (string, error) {
+	f, err := os.CreateTemp(tmpDir, prefix)
 	if err != nil {
-		return fmt.Errorf("cache: %w", err)
+		return "", fmt.Errorf("cache: %w", err)
 	}
 	_, err = f.Write(data)
 	if err == nil {
@@ -422,11 +419,25 @@ func writeFileAtomic(tmpDir, name string, data []byte) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(f.Name(), name)
-	}
 	if err != nil {
 		os.Remove(f.Name())
+		return "", fmt.Errorf("cache: %w", err)
+	}
+	return f.Name(), nil
+}
+
+// writeFileAtomic writes data to name through a synced temporary file in
+// tmpDir and a rename, then syncs name's directory.
+func writeFileAtomic(tmpDir, name string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(name), 0o750); err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	tmp, err := writeTemp(tmpDir, "entry-", data)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("cache: writing %s: %w", name, err)
 	}
 	return syncDir(filepath.Dir(name))
