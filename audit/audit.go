@@ -116,7 +116,10 @@ type ModgateGroup struct {
 	Decision string `json:"decision,omitempty"` // reject, deny, serve or forward
 	Rule     string `json:"rule,omitempty"`     // the policy or grammar rule behind a reject or deny
 	Upstream string `json:"upstream,omitempty"` // upstream that answered (or last failed)
-	Cache    string `json:"cache,omitempty"`    // cache status; "bypass" while no cache is consulted
+	Cache    string `json:"cache,omitempty"`    // X-Modgate-Cache: hit, miss, coalesced, stale, negative, bypass
+	// Verification is how a fetched .mod or .zip was checked: verified,
+	// ledger, skipped, mismatch, or failed (could not be checked).
+	Verification string `json:"verification,omitempty"`
 }
 
 // A Writer writes events as JSON lines to an io.Writer with group commit:

@@ -114,6 +114,7 @@ func (e *Event) appendJSON(b []byte) []byte {
 	b = mo.str(b, "rule", m.Rule, true)
 	b = mo.str(b, "upstream", m.Upstream, true)
 	b = mo.str(b, "cache", m.Cache, true)
+	b = mo.str(b, "verification", m.Verification, true)
 	b = mo.close(b)
 	return o.close(b)
 }

@@ -316,6 +316,16 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// Body returns the body written so far, for checking before Commit: in
+// memory, or the name of the temporary file holding it (never both). The
+// caller must not modify either.
+func (w *Writer) Body() (data []byte, file string) {
+	if w.tmp != nil {
+		return nil, w.tmp.Name()
+	}
+	return w.buf, ""
+}
+
 // Size returns the bytes written so far.
 func (w *Writer) Size() int64 { return w.meta.Size }
 

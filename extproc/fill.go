@@ -2,15 +2,20 @@ package extproc
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
 
+	"golang.org/x/mod/module"
+
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/goproxy"
+	"github.com/modgate/modgate/policy"
 	"github.com/modgate/modgate/upstream"
+	"github.com/modgate/modgate/verify"
 )
 
 // A Fill fetches one missed key from the candidate upstreams, checks and
@@ -22,6 +27,7 @@ type Fill struct {
 	p          *Processor
 	flight     *cache.Flight[FillResult]
 	req        goproxy.Request
+	route      policy.Route
 	key        string
 	class      cache.Class
 	candidates []*upstream.Upstream
@@ -39,10 +45,11 @@ type Fill struct {
 
 // FillResult is what a Fill leaves for the requests that waited for it.
 type FillResult struct {
-	entry    *cache.Entry // closed: Reopen it to serve; nil if nothing was stored
-	err      error        // why nothing was stored
-	upstream string
-	retry    bool // the fill never started (its leader was refused): look again
+	entry        *cache.Entry // closed: Reopen it to serve; nil if nothing was stored
+	err          error        // why nothing was stored
+	upstream     string
+	verification string // how the artifact was checked; see audit.ModgateGroup
+	retry        bool   // the fill never started (its leader was refused): look again
 }
 
 // Response is the answer to an upstream's response headers, or failure.
@@ -57,6 +64,7 @@ func (x *Exchange) newFill(f *cache.Flight[FillResult], key string, candidates [
 		p:          x.p,
 		flight:     f,
 		req:        x.req,
+		route:      x.route,
 		key:        key,
 		class:      x.class,
 		candidates: candidates,
@@ -158,6 +166,14 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 		f.abortWriter()
 		res.err = &upstreamError{upstream: f.upstream, err: bodyErr}
 	case f.w != nil:
+		result, err := f.verify()
+		res.verification = string(result)
+		if err != nil {
+			f.abortWriter()
+			ve := &verifyError{err: err}
+			res.err, res.verification = ve, ve.result()
+			break
+		}
 		e, err := f.w.Commit()
 		if err != nil {
 			res.err = fmt.Errorf("storing %s: %w", f.key, err)
@@ -175,6 +191,38 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 	f.landed, f.result = true, res
 	f.p.flights.Land(f.flight, res)
 	return res
+}
+
+// verify checks the body about to be stored: a go.mod or zip against the
+// checksum database or the ledger, an .info for the version asked.
+func (f *Fill) verify() (verify.Result, error) {
+	data, file := f.w.Body()
+	private := f.route == policy.Private
+	switch f.req.Kind {
+	case goproxy.KindMod:
+		return f.p.verifier.Mod(f.req.Module, f.req.Version, data, private)
+	case goproxy.KindZip:
+		return f.p.verifier.Zip(f.req.Module, f.req.Version, file, private)
+	case goproxy.KindInfo, goproxy.KindLatest:
+		return "", checkInfo(f.req, data)
+	}
+	return "", nil
+}
+
+// checkInfo checks an .info or @latest answer: JSON naming a valid version
+// of the module, the very version asked for unless the request was a query.
+func checkInfo(r goproxy.Request, data []byte) error {
+	var info struct{ Version string }
+	if err := json.Unmarshal(data, &info); err != nil {
+		return fmt.Errorf("verifying %s: malformed %s: %w", r.Module, r.Kind, err)
+	}
+	if err := module.Check(r.Module, info.Version); err != nil || module.CanonicalVersion(info.Version) != info.Version {
+		return fmt.Errorf("verifying %s: %s names version %q, not a canonical version of the module", r.Module, r.Kind, info.Version)
+	}
+	if r.Kind == goproxy.KindInfo && module.CanonicalVersion(r.Version) == r.Version && info.Version != r.Version {
+		return fmt.Errorf("verifying %s@%s: .info names version %q", r.Module, r.Version, info.Version)
+	}
+	return nil
 }
 
 func (f *Fill) abortWriter() {

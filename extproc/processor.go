@@ -60,6 +60,7 @@ import (
 	"github.com/modgate/modgate/goproxy"
 	"github.com/modgate/modgate/policy"
 	"github.com/modgate/modgate/upstream"
+	"github.com/modgate/modgate/verify"
 )
 
 // Body-size limits on what an upstream may send, per kind of request. The
@@ -96,6 +97,15 @@ type Cache interface {
 	NewBlobWriter(key string, class cache.Class, contentType string) *cache.Writer
 }
 
+// Verifier checks a fetched go.mod or zip of path at version before it is
+// stored: against a checksum database, or, for a private module, the
+// ledger. The result is what the audit event records; an error means the
+// artifact must not be cached or served.
+type Verifier interface {
+	Mod(path, version string, data []byte, private bool) (verify.Result, error)
+	Zip(path, version, file string, private bool) (verify.Result, error)
+}
+
 // Budget rations misses per client and per module ("" for none). Charge
 // reports whether the miss may go upstream and, if not, which budget
 // refused and when to retry.
@@ -103,7 +113,7 @@ type Budget interface {
 	Charge(client, module string) (ok bool, which string, retryAfter time.Duration)
 }
 
-// Options configures a Processor. Upstreams, Cache and Audit are
+// Options configures a Processor. Upstreams, Cache, Verifier and Audit are
 // required; the other fields' zero values work.
 type Options struct {
 	// Policy decides what is allowed. Default: a policy with no private
@@ -113,6 +123,8 @@ type Options struct {
 	Upstreams Upstreams
 	// Cache stores what upstreams answer.
 	Cache Cache
+	// Verifier checks .mod and .zip bodies before they are stored.
+	Verifier Verifier
 	// Budget rations misses. Default: none.
 	Budget Budget
 	// Audit receives exactly one event per request.
@@ -137,6 +149,7 @@ type Processor struct {
 	policy    *policy.Policy
 	upstreams Upstreams
 	cache     Cache
+	verifier  Verifier
 	budget    Budget
 	audit     Auditor
 	maxTarget int
@@ -153,6 +166,8 @@ func New(opts Options) (*Processor, error) {
 		return nil, errors.New("extproc: Upstreams is required")
 	case opts.Cache == nil:
 		return nil, errors.New("extproc: Cache is required")
+	case opts.Verifier == nil:
+		return nil, errors.New("extproc: Verifier is required")
 	case opts.Audit == nil:
 		return nil, errors.New("extproc: Audit is required")
 	case opts.MaxTarget < 0:
@@ -162,6 +177,7 @@ func New(opts Options) (*Processor, error) {
 		policy:    opts.Policy,
 		upstreams: opts.Upstreams,
 		cache:     opts.Cache,
+		verifier:  opts.Verifier,
 		budget:    opts.Budget,
 		audit:     opts.Audit,
 		maxTarget: opts.MaxTarget,
@@ -292,6 +308,7 @@ type Exchange struct {
 	reason   string
 	upstream string
 	cache    string
+	verified string // how the fetched artifact was checked
 	done     bool
 }
 
@@ -433,7 +450,7 @@ func (x *Exchange) follow(ctx context.Context, res FillResult) (Decision, bool) 
 	if res.retry {
 		return Decision{}, false
 	}
-	x.upstream = res.upstream
+	x.upstream, x.verified = res.upstream, res.verification
 	if res.entry == nil {
 		return x.failed(ctx, res), true
 	}
@@ -447,7 +464,7 @@ func (x *Exchange) follow(ctx context.Context, res FillResult) (Decision, bool) 
 
 // Filled turns the result of the fill this request led into its Decision.
 func (x *Exchange) Filled(ctx context.Context, res FillResult) Decision {
-	x.upstream = res.upstream
+	x.upstream, x.verified = res.upstream, res.verification
 	if res.entry == nil {
 		return x.failed(ctx, res)
 	}
@@ -548,10 +565,11 @@ func (x *Exchange) Done(status int, n int64, err error) {
 			Response: audit.HTTPResponse{StatusCode: status, Bytes: n},
 		},
 		Modgate: audit.ModgateGroup{
-			Decision: x.decision,
-			Rule:     x.rule,
-			Upstream: x.upstream,
-			Cache:    x.cache,
+			Decision:     x.decision,
+			Rule:         x.rule,
+			Upstream:     x.upstream,
+			Cache:        x.cache,
+			Verification: x.verified,
 		},
 	}
 	if x.client.Addr.IsValid() {
@@ -590,6 +608,7 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		de     *denial
 		be     *overBudget
 		ue     *upstreamError
+		ve     *verifyError
 	)
 	switch {
 	case errors.As(err, &pe):
@@ -615,6 +634,10 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		x.decision = "forward"
 		status, rule = ue.clientStatus(), "upstream"
 		x.logger().WarnContext(ctx, "upstream failed", "err", err, "path", x.target)
+	case errors.As(err, &ve):
+		x.decision = "forward"
+		status, rule = http.StatusBadGateway, ve.rule()
+		x.logger().ErrorContext(ctx, "verification failed: not cached, not served", "rule", rule, "err", err)
 	default:
 		status, rule = http.StatusInternalServerError, "internal"
 		x.logger().ErrorContext(ctx, "internal error", "err", err)
@@ -626,6 +649,36 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		h.Set("Allow", "GET, HEAD")
 	}
 	return &Reply{Status: status, Header: h, Body: plainText(x.reason)}
+}
+
+// A verifyError is an artifact that failed its check, or could not be
+// checked: 502, and never cached.
+type verifyError struct {
+	err error
+}
+
+func (e *verifyError) Error() string { return e.err.Error() }
+func (e *verifyError) Unwrap() error { return e.err }
+
+// result is the audit's verification value for e.
+func (e *verifyError) result() string {
+	var me *verify.MismatchError
+	var ze *verify.InvalidZipError
+	if errors.As(e.err, &me) || errors.As(e.err, &ze) {
+		return "mismatch"
+	}
+	return "failed"
+}
+
+// rule is the audit's rule for e.
+func (e *verifyError) rule() string {
+	switch {
+	case errors.Is(e.err, verify.ErrSecurity):
+		return "sumdb-security"
+	case e.result() == "mismatch":
+		return "verify-mismatch"
+	}
+	return "verify-failed"
 }
 
 // A denial is a policy refusal: 403.

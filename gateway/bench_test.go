@@ -22,7 +22,7 @@ func BenchmarkHit(b *testing.B) {
 		for _, conc := range []int{16, 64} {
 			b.Run(fmt.Sprintf("%s/c=%d", target[len("/example.com/a/@v/"):], conc), func(b *testing.B) {
 				up := testproxy.Start(b, mods)
-				h := start(b, setup{public: []string{up.URL}})
+				h := start(b, setup{public: []string{up.URL}, sumdb: up.VerifierKey})
 				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
 				benchGet(b, client, h.url+target, conc)
 			})

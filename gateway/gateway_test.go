@@ -2,12 +2,14 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,8 +22,10 @@ import (
 	"github.com/modgate/modgate/extproc"
 	"github.com/modgate/modgate/gateway"
 	"github.com/modgate/modgate/integration/testproxy"
+	"github.com/modgate/modgate/ledger"
 	"github.com/modgate/modgate/policy"
 	"github.com/modgate/modgate/upstream"
+	"github.com/modgate/modgate/verify"
 )
 
 // events collects audit events in memory.
@@ -85,6 +89,7 @@ type harness struct {
 type setup struct {
 	public  []string // upstream base URLs
 	private []string
+	sumdb   string // verifier key of the public upstreams' checksum database; "" verifies nothing public
 	opts    extproc.Options
 	client  upstream.ClientOptions
 }
@@ -122,13 +127,31 @@ func start(t testing.TB, s setup) *harness {
 	t.Cleanup(func() { c.Close() })
 	aw := audit.NewWriter(ev)
 	t.Cleanup(func() { aw.Close() })
+	client := upstream.NewClient(s.client)
+	led, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { led.Close() })
+	vc := verify.Config{Key: s.sumdb, Ledger: led, Logger: log}
+	if s.sumdb != "" {
+		vc.Dir = t.TempDir()
+		vc.Fetch = func(ctx context.Context, p string) ([]byte, error) {
+			return client.Get(ctx, set.Public, "/sumdb/"+testproxy.DefaultSumDB+p, 1<<20)
+		}
+	}
+	v, err := verify.New(t.Context(), vc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
 	opts := s.opts
-	opts.Policy, opts.Upstreams, opts.Audit, opts.Logger, opts.Cache = pol, set, aw, log, c
+	opts.Policy, opts.Upstreams, opts.Audit, opts.Logger, opts.Cache, opts.Verifier = pol, set, aw, log, c, v
 	proc, err := extproc.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := gateway.New(gateway.Options{Processor: proc, Client: upstream.NewClient(s.client), Logger: log})
+	h, err := gateway.New(gateway.Options{Processor: proc, Client: client, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +247,8 @@ func TestStatusSemantics(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var pubs []*testproxy.Server
-			var s setup
+			key := testproxy.NewKey(t)
+			s := setup{sumdb: key.Verifier}
 			if tt.deadPublic {
 				s.public = append(s.public, closedURL(t))
 			}
@@ -233,7 +257,7 @@ func TestStatusSemantics(t *testing.T) {
 				n = len(tt.pubFaults)
 			}
 			for i := range n {
-				p := testproxy.Start(t, public)
+				p := testproxy.StartWith(t, public, testproxy.Options{Key: key})
 				if i < len(tt.pubFaults) && tt.pubFaults[i] != nil {
 					p.Fault(tt.pubFaults[i])
 				}
@@ -284,6 +308,9 @@ func TestStatusSemantics(t *testing.T) {
 			if got >= 400 && ev.Event.Reason == "" {
 				t.Errorf("audit event of a %d has no reason", got)
 			}
+			if got == 200 && (strings.HasSuffix(tt.target, ".zip") || strings.HasSuffix(tt.target, ".mod")) && ev.Modgate.Verification != "verified" {
+				t.Errorf("audit verification = %q, want verified", ev.Modgate.Verification)
+			}
 
 			// Invariant 3: no private path ever reaches a public upstream.
 			for _, p := range pubs {
@@ -300,7 +327,7 @@ func TestStatusSemantics(t *testing.T) {
 func TestUpstreamTimeoutIs504(t *testing.T) {
 	p := testproxy.Start(t, testproxy.Fixtures(t))
 	p.Delay(func(string) time.Duration { return 2 * time.Second })
-	h := start(t, setup{public: []string{p.URL}, client: upstream.ClientOptions{HeaderTimeout: 200 * time.Millisecond}})
+	h := start(t, setup{public: []string{p.URL}, sumdb: p.VerifierKey, client: upstream.ClientOptions{HeaderTimeout: 200 * time.Millisecond}})
 	got, body, err := get(t, "GET", h.url, "/example.com/a/@v/list")
 	if err != nil {
 		t.Fatal(err)
@@ -320,7 +347,7 @@ func TestOversizeBody(t *testing.T) {
 	t.Run("announced", func(t *testing.T) {
 		p := testproxy.Start(t, testproxy.Fixtures(t))
 		p.Replace(target, big)
-		h := start(t, setup{public: []string{p.URL}})
+		h := start(t, setup{public: []string{p.URL}, sumdb: p.VerifierKey})
 		got, body, err := get(t, "GET", h.url, target)
 		if err != nil || got != http.StatusBadGateway || !strings.Contains(body, "limit") {
 			t.Errorf("GET of an announced oversize .info = %d %q, %v; want 502 naming the limit", got, body, err)
@@ -351,7 +378,7 @@ func TestOversizeBody(t *testing.T) {
 
 func TestEveryRequestAuditedOnce(t *testing.T) {
 	p := testproxy.Start(t, testproxy.Fixtures(t))
-	h := start(t, setup{public: []string{p.URL}})
+	h := start(t, setup{public: []string{p.URL}, sumdb: p.VerifierKey})
 	targets := []string{
 		"/example.com/a/@v/list", "/example.com/a/@v/v1.0.0.zip", "/x/../y", "/%00",
 		"/sumdb/" + testproxy.DefaultSumDB + "/supported", "/example.com/nope/@latest",
@@ -383,7 +410,7 @@ func TestEveryRequestAuditedOnce(t *testing.T) {
 
 func TestServeCachedEntry(t *testing.T) {
 	p := testproxy.Start(t, testproxy.Fixtures(t))
-	h := start(t, setup{public: []string{p.URL}})
+	h := start(t, setup{public: []string{p.URL}, sumdb: p.VerifierKey})
 	const zip = "/example.com/a/@v/v1.0.0.zip"
 	const info = "/example.com/a/@v/v1.0.0.info"
 	client := &http.Client{}
@@ -451,7 +478,7 @@ func TestMissBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := start(t, setup{public: []string{p.URL}, opts: extproc.Options{Budget: b}})
+	h := start(t, setup{public: []string{p.URL}, sumdb: p.VerifierKey, opts: extproc.Options{Budget: b}})
 	client := &http.Client{}
 	misses := []string{"/example.com/a/@v/v1.0.0.info", "/example.com/a/@v/v1.1.0.info", "/example.com/a/@v/v1.0.0.mod"}
 	for i, path := range misses {
@@ -501,7 +528,7 @@ func TestLeaderClientLeaves(t *testing.T) {
 		}
 		return 0
 	})
-	h := start(t, setup{public: []string{p.URL}})
+	h := start(t, setup{public: []string{p.URL}, sumdb: p.VerifierKey})
 
 	leaderErr := make(chan error, 1)
 	go func() {

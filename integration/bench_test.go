@@ -52,7 +52,7 @@ func BenchmarkVsNginx(b *testing.B) {
 
 	mods := append(testproxy.Fixtures(b), bigModule(b, "example.com/big100k", 100<<10), bigModule(b, "example.com/big1m", 1<<20))
 	up := testproxy.Start(b, mods)
-	g := startModgate(b, fmt.Sprintf("upstreams:\n  - url: %s\nsumdb: []\nbudget:\n  off: true\n", up.URL))
+	g := startModgate(b, fmt.Sprintf("upstreams:\n  - url: %s\nsumdb: []\nsumdb_key: %s\nbudget:\n  off: true\n", up.URL, up.VerifierKey))
 	targets := []struct{ name, path string }{
 		{"info", "/example.com/a/@v/v1.0.0.info"},
 		{"mod", "/example.com/a/@v/v1.0.0.mod"},

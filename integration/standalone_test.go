@@ -43,7 +43,8 @@ upstreams:
 	return cfg + fmt.Sprintf(`
 private: ["corp.example"]
 sumdb: [%s]
-`, public.SumDB)
+sumdb_key: %s
+`, public.SumDB, public.VerifierKey)
 }
 
 // noPrivateRequests fails t if the public upstream ever saw a private path.

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -155,4 +156,45 @@ func (s *Set) Candidates(private bool) []*Upstream {
 		return s.Private
 	}
 	return s.Public
+}
+
+// Get fetches p (a canonical path, such as "/sumdb/NAME/latest") from the
+// first of candidates that answers 200, reading at most limit bytes of its
+// body; a longer body is an error. The error, if every candidate fails,
+// names each failure.
+func (c *Client) Get(ctx context.Context, candidates []*Upstream, p string, limit int64) ([]byte, error) {
+	var errs []error
+	for _, u := range candidates {
+		body, err := c.get(ctx, u, p, limit)
+		if err == nil {
+			return body, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("get %s: no upstream", p)
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (c *Client) get(ctx context.Context, u *Upstream, p string, limit int64) ([]byte, error) {
+	resp, err := c.Do(ctx, u, http.MethodGet, p)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("upstream %s: GET %s: %s", u.Name, p, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: GET %s: %w", u.Name, p, err)
+	}
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("upstream %s: GET %s: body over the %d-byte limit", u.Name, p, limit)
+	}
+	return body, nil
 }

@@ -15,11 +15,13 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
 	"gopkg.in/yaml.v3"
 
 	"github.com/modgate/modgate/budget"
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/upstream"
+	"github.com/modgate/modgate/verify"
 )
 
 // fileConfig is modgate.yaml. Its zero value works: every default comes
@@ -49,6 +51,12 @@ type fileConfig struct {
 	// SumDB lists the checksum database names served under /sumdb/.
 	// Default: the name in `go env GOSUMDB` (none if it is "off").
 	SumDB []string `yaml:"sumdb"`
+	// SumDBKey is the note verifier key ("name+hash+keydata") of the
+	// checksum database every public .mod and .zip is verified against
+	// before it is cached or served; a known database may be given by name.
+	// "off" turns verification of public modules off. Default: from
+	// `go env GOSUMDB`.
+	SumDBKey string `yaml:"sumdb_key"`
 	// CacheDir holds the disk tier. Default: modgate/ under the user cache
 	// directory ($XDG_CACHE_HOME or ~/.cache).
 	CacheDir string `yaml:"cache_dir"`
@@ -317,13 +325,54 @@ func (c *fileConfig) sumDBs(env goEnv) []string {
 	if c.SumDB != nil {
 		return c.SumDB
 	}
-	// GOSUMDB is "off", "name", "name+key" or "name+key url".
-	f := strings.Fields(env.GOSUMDB)
-	if len(f) == 0 || f[0] == "off" {
+	name, _ := parseGOSUMDB(env.GOSUMDB)
+	if name == "" {
 		return nil
 	}
-	name, _, _ := strings.Cut(f[0], "+")
 	return []string{name}
+}
+
+// sumDBKey returns the verifier key of the checksum database to verify
+// public modules against, "" for none.
+func (c *fileConfig) sumDBKey(env goEnv) (string, error) {
+	key := c.SumDBKey
+	field := "sumdb_key"
+	if key == "" {
+		key, field = strings.TrimSpace(env.GOSUMDB), "GOSUMDB"
+	}
+	name, key := parseGOSUMDB(key)
+	switch {
+	case name == "":
+		return "", nil
+	case key == "":
+		return "", fmt.Errorf("%s: no verifier key known for checksum database %q: give its key (name+hash+keydata)", field, name)
+	}
+	if _, err := note.NewVerifier(key); err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	return key, nil
+}
+
+// parseGOSUMDB reads a GOSUMDB value — "off", "name", "name+hash+keydata",
+// either followed by a URL — as the go command does, and returns the
+// database name and verifier key ("" if off, or if unknown for a bare
+// name).
+func parseGOSUMDB(v string) (name, key string) {
+	f := strings.Fields(v)
+	if len(f) == 0 || f[0] == "off" {
+		return "", ""
+	}
+	if f[0] == "sum.golang.google.cn" {
+		f[0] = "sum.golang.org" // the go command's own special case: a mirror
+	}
+	if k, ok := verify.KnownKeys[f[0]]; ok {
+		return f[0], k
+	}
+	name, _, hasKey := strings.Cut(f[0], "+")
+	if !hasKey {
+		return name, ""
+	}
+	return name, f[0]
 }
 
 // cacheConfig returns the cache's configuration.

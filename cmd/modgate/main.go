@@ -27,6 +27,7 @@ Commands:
 
 	serve     run the standalone gateway: a GOPROXY server on 127.0.0.1:8080
 	cache     show cache statistics or purge a module from a running gateway
+	ledger    list or verify the private-module checksum ledger
 	help      print this help, or a command's: modgate help serve
 
 Run 'modgate <command> --help' for a command's flags.
@@ -51,6 +52,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = serve(ctx, rest, stdout, stderr)
 	case "cache":
 		err = cacheCmd(ctx, rest, stdout, stderr)
+	case "ledger":
+		err = ledgerCmd(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(rest) > 0 {
 			return run(ctx, []string{rest[0], "--help"}, stdout, stderr)

@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +22,10 @@ import (
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/extproc"
 	"github.com/modgate/modgate/gateway"
+	"github.com/modgate/modgate/ledger"
 	"github.com/modgate/modgate/policy"
 	"github.com/modgate/modgate/upstream"
+	"github.com/modgate/modgate/verify"
 )
 
 const serveUsage = `Usage: modgate serve [flags]
@@ -94,7 +98,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	g, err := newGateway(cfg, env, stdout, log)
+	g, err := newGateway(ctx, cfg, env, stdout, log)
 	if err != nil {
 		return err
 	}
@@ -130,12 +134,14 @@ type standalone struct {
 	log       *slog.Logger
 	handler   *gateway.Handler
 	cache     *cache.Cache
+	ledger    *ledger.Ledger
+	verifier  *verify.Verifier
 	audit     *audit.Writer
 	auditFile *os.File // nil when auditing to stdout
 	ready     atomic.Bool
 }
 
-func newGateway(cfg *fileConfig, env goEnv, stdout io.Writer, log *slog.Logger) (*standalone, error) {
+func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Writer, log *slog.Logger) (*standalone, error) {
 	set, err := cfg.upstreams(env)
 	if err != nil {
 		return nil, err
@@ -169,10 +175,16 @@ func newGateway(cfg *fileConfig, env goEnv, stdout io.Writer, log *slog.Logger) 
 		g.close()
 		return nil, err
 	}
+	client := upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout})
+	if err := g.openVerifier(ctx, cfg, env, cc.Dir, set, client); err != nil {
+		g.close()
+		return nil, err
+	}
 	opts := extproc.Options{
 		Policy:              pol,
 		Upstreams:           set,
 		Cache:               g.cache,
+		Verifier:            g.verifier,
 		Audit:               g.audit,
 		MaxTarget:           cfg.Limits.MaxTargetBytes,
 		PassPrivateNotFound: cfg.PassPrivateNotFound,
@@ -188,7 +200,7 @@ func newGateway(cfg *fileConfig, env goEnv, stdout io.Writer, log *slog.Logger) 
 	}
 	g.handler, err = gateway.New(gateway.Options{
 		Processor:    proc,
-		Client:       upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout}),
+		Client:       client,
 		FetchTimeout: cfg.Limits.FetchTimeout,
 		Logger:       log,
 	})
@@ -206,7 +218,52 @@ func newGateway(cfg *fileConfig, env goEnv, stdout io.Writer, log *slog.Logger) 
 	return g, nil
 }
 
+// openVerifier opens the private ledger and the checksum database state
+// under the cache directory, and the Verifier over them.
+func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEnv, cacheDir string, set *upstream.Set, client *upstream.Client) error {
+	key, err := cfg.sumDBKey(env)
+	if err != nil {
+		return err
+	}
+	if g.ledger, err = ledger.Open(filepath.Join(cacheDir, "ledger"), g.log); err != nil {
+		return err
+	}
+	vc := verify.Config{Key: key, Ledger: g.ledger, Logger: g.log}
+	if key == "" {
+		g.log.Warn("no checksum database (GOSUMDB=off or sumdb_key: off): public modules are NOT verified before they are cached and served")
+	} else {
+		name, _, _ := strings.Cut(key, "+")
+		vc.Dir = filepath.Join(cacheDir, "sumdb")
+		vc.Fetch = func(ctx context.Context, p string) ([]byte, error) {
+			return client.Get(ctx, set.Candidates(false), "/sumdb/"+name+p, extproc.MaxSumDBBytes)
+		}
+		vc.OnSecurityError = func(msg string) {
+			ev := &audit.Event{
+				Timestamp: time.Now().UTC(),
+				Event:     audit.EventFields{Action: "sumdb-security-error", Outcome: audit.OutcomeFailure, Reason: msg},
+				Modgate:   audit.ModgateGroup{SumDB: name, Verification: "failed"},
+			}
+			if err := g.audit.Record(ev); err != nil {
+				g.log.Error("audit event not recorded", "err", err)
+			}
+		}
+	}
+	if g.verifier, err = verify.New(ctx, vc); err != nil {
+		return err
+	}
+	g.log.Info("verification", "sumdb", g.verifier.Name(), "ledger", filepath.Join(cacheDir, "ledger"))
+	return nil
+}
+
 func (g *standalone) close() {
+	if g.verifier != nil {
+		g.verifier.Close()
+	}
+	if g.ledger != nil {
+		if err := g.ledger.Close(); err != nil {
+			g.log.Error("closing ledger", "err", err)
+		}
+	}
 	if g.cache != nil {
 		if err := g.cache.Close(); err != nil {
 			g.log.Error("closing cache", "err", err)

@@ -51,10 +51,43 @@ type Server struct {
 // module version or a module cannot be hashed.
 func Start(t testing.TB, modules []*Module) *Server {
 	t.Helper()
+	return StartWith(t, modules, Options{})
+}
+
+// A Key is a checksum database's note signing key pair.
+type Key struct {
+	Signer   string // note signer key, secret
+	Verifier string // note verifier key, the GOSUMDB value
+}
+
+// NewKey generates a key for a checksum database named DefaultSumDB.
+func NewKey(t testing.TB) Key {
+	t.Helper()
 	skey, vkey, err := note.GenerateKey(rand.Reader, DefaultSumDB)
 	if err != nil {
 		t.Fatalf("testproxy: generate key: %v", err)
 	}
+	return Key{Signer: skey, Verifier: vkey}
+}
+
+// Options changes what StartWith serves.
+type Options struct {
+	// Key signs the checksum database. Default: a fresh key. Two servers
+	// with one key and different Sums are a forked database.
+	Key Key
+	// Sums replaces the go.sum lines the checksum database records for some
+	// module versions (both lines, "path version h1:…\npath version/go.mod
+	// h1:…\n"), e.g. to make it disagree with what the proxy serves.
+	Sums map[module.Version]string
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, modules []*Module, opts Options) *Server {
+	t.Helper()
+	if opts.Key == (Key{}) {
+		opts.Key = NewKey(t)
+	}
+	skey, vkey := opts.Key.Signer, opts.Key.Verifier
 	s := &Server{
 		SumDB:       DefaultSumDB,
 		VerifierKey: vkey,
@@ -74,6 +107,9 @@ func Start(t testing.TB, modules []*Module) *Server {
 			t.Fatalf("testproxy: %v", err)
 		}
 		s.modules[mv] = m
+		if override, ok := opts.Sums[mv]; ok {
+			sum = override
+		}
 		s.gosum[mv] = []byte(sum)
 		s.versions[m.Path] = append(s.versions[m.Path], m.Version)
 	}

@@ -1,0 +1,219 @@
+// Package ledger is modgate's record of the hashes of private modules,
+// which no public checksum database may be asked about: trust on first
+// use, as the go command's own go.sum does.
+//
+// The ledger is one append-only text file. Each line records one hash, in
+// go.sum's words, followed by a chain value:
+//
+//	corp.example/m v1.2.3 h1:… 5f0c…
+//	corp.example/m v1.2.3/go.mod h1:… 9ab1…
+//
+// The chain value is the hex SHA-256 of the previous line's chain value, a
+// newline, and this line's first three fields; the first line's previous
+// value is empty. Editing, deleting or reordering a line therefore breaks
+// the chain at that line, which Read reports. A line is appended and
+// synced to disk before Check returns, so a crash loses no acknowledged
+// hash; a torn final line (a crash mid-append) is dropped when the ledger
+// is opened again.
+//
+// A Ledger is safe for concurrent use.
+package ledger
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+
+	"golang.org/x/mod/module"
+)
+
+// maxLine bounds a ledger line: a module path, a version, a hash, a chain.
+const maxLine = 4 << 10
+
+// An Entry is one recorded hash.
+type Entry struct {
+	Line    int    // 1-based line number in the file
+	Module  string // module path
+	Version string // version, with a /go.mod suffix for a go.mod hash
+	Hash    string // "h1:…"
+}
+
+// A MismatchError is a hash that differs from the one recorded.
+type MismatchError struct {
+	Module, Version string
+	Recorded, Got   string
+}
+
+func (e *MismatchError) Error() string {
+	return fmt.Sprintf("%s %s: hash %s differs from the private ledger's %s, recorded on first fetch", e.Module, e.Version, e.Got, e.Recorded)
+}
+
+// A ChainError is a ledger file whose chain breaks: a line was edited,
+// removed or moved, or is not a ledger line at all.
+type ChainError struct {
+	Line   int
+	Reason string
+}
+
+func (e *ChainError) Error() string {
+	return fmt.Sprintf("ledger line %d: %s", e.Line, e.Reason)
+}
+
+// A Ledger records hashes in a file.
+type Ledger struct {
+	path string
+	log  *slog.Logger
+
+	mu   sync.Mutex
+	f    *os.File
+	sums map[string]string // "module version" → hash
+	last string            // chain value of the last line
+}
+
+// Open opens (creating it if needed) the ledger file at path, checking its
+// whole chain. A torn final line is cut off with a warning; any other
+// break is a *ChainError, and the ledger is not opened.
+func Open(path string, log *slog.Logger) (*Ledger, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	if i := bytes.LastIndexByte(data, '\n'); i+1 < len(data) {
+		log.Warn("ledger: dropping a torn final line (a crash mid-append)", "file", path, "bytes", len(data)-(i+1))
+		if err := f.Truncate(int64(i + 1)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+		data = data[:i+1]
+	}
+	entries, last, err := read(bytes.NewReader(data))
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("ledger %s: %w", path, err)
+	}
+	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	l := &Ledger{path: path, log: log, f: f, sums: make(map[string]string, len(entries)), last: last}
+	for _, e := range entries {
+		l.sums[e.Module+" "+e.Version] = e.Hash
+	}
+	return l, nil
+}
+
+// Close closes the ledger file.
+func (l *Ledger) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.f.Close()
+}
+
+// Check compares hash with the one recorded for path at version (which
+// ends in /go.mod for a go.mod hash). With none recorded, it records hash
+// and reports first. A different recorded hash is a *MismatchError.
+func (l *Ledger) Check(path, version, hash string) (first bool, err error) {
+	if err := checkFields(path, version, hash); err != nil {
+		return false, fmt.Errorf("ledger: %w", err)
+	}
+	key := path + " " + version
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if rec, ok := l.sums[key]; ok {
+		if rec != hash {
+			return false, &MismatchError{Module: path, Version: version, Recorded: rec, Got: hash}
+		}
+		return false, nil
+	}
+	chain := next(l.last, key+" "+hash)
+	if _, err := l.f.WriteString(key + " " + hash + " " + chain + "\n"); err != nil {
+		return false, fmt.Errorf("ledger: appending %s: %w", key, err)
+	}
+	if err := l.f.Sync(); err != nil {
+		return false, fmt.Errorf("ledger: syncing %s: %w", l.path, err)
+	}
+	l.sums[key] = hash
+	l.last = chain
+	return true, nil
+}
+
+// Read reads and checks a ledger: every line well-formed, the chain
+// unbroken, no module version recorded twice. The error, if any, is a
+// *ChainError naming the first bad line; the entries before it are
+// returned with it.
+func Read(r io.Reader) ([]Entry, error) {
+	entries, _, err := read(r)
+	return entries, err
+}
+
+func read(r io.Reader) ([]Entry, string, error) {
+	var entries []Entry
+	seen := map[string]int{}
+	last := ""
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, maxLine), maxLine)
+	n := 0
+	for sc.Scan() {
+		n++
+		f := strings.Fields(sc.Text())
+		if len(f) != 4 {
+			return entries, last, &ChainError{Line: n, Reason: "not a ledger line: want module, version, hash, chain"}
+		}
+		if err := checkFields(f[0], f[1], f[2]); err != nil {
+			return entries, last, &ChainError{Line: n, Reason: err.Error()}
+		}
+		key := f[0] + " " + f[1]
+		if want := next(last, key+" "+f[2]); f[3] != want {
+			return entries, last, &ChainError{Line: n, Reason: "chain broken: the line, or one before it, was edited, removed or moved"}
+		}
+		if prev, dup := seen[key]; dup {
+			return entries, last, &ChainError{Line: n, Reason: fmt.Sprintf("%s recorded again (first on line %d)", key, prev)}
+		}
+		seen[key] = n
+		last = f[3]
+		entries = append(entries, Entry{Line: n, Module: f[0], Version: f[1], Hash: f[2]})
+	}
+	if err := sc.Err(); err != nil {
+		return entries, last, &ChainError{Line: n + 1, Reason: err.Error()}
+	}
+	return entries, last, nil
+}
+
+// next is the chain value after prev for a line's fields.
+func next(prev, fields string) string {
+	sum := sha256.Sum256([]byte(prev + "\n" + fields))
+	return hex.EncodeToString(sum[:])
+}
+
+// checkFields checks a module path, a version (with an optional /go.mod)
+// and an "h1:" hash.
+func checkFields(path, version, hash string) error {
+	v := strings.TrimSuffix(version, "/go.mod")
+	if err := module.Check(path, v); err != nil {
+		return err
+	}
+	if module.CanonicalVersion(v) != v {
+		return fmt.Errorf("version %q is not canonical", v)
+	}
+	h, ok := strings.CutPrefix(hash, "h1:")
+	if !ok || len(h) != 44 || strings.ContainsAny(h, " \t\n") {
+		return errors.New("hash is not an h1: hash")
+	}
+	return nil
+}

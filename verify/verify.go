@@ -1,0 +1,270 @@
+// Package verify checks module artifacts before modgate caches or serves
+// them.
+//
+// A public module's go.mod and zip are checked against a checksum database
+// with golang.org/x/mod/sumdb's Client: the go.mod's h1: hash, the zip's
+// dirhash.HashZip, and zip.CheckZip's rules (paths, sizes, the module and
+// version the files belong to). The Client's state — the latest signed
+// tree head, the tiles and records it has fetched — is kept under a
+// directory, so verification survives restarts, works from the records and
+// tiles it has when the database is briefly unreachable, and detects a
+// database that forks or rolls back its log, across restarts too. Such a
+// security error is sticky: from then on every public verification fails
+// until modgate is restarted and an operator has looked.
+//
+// A private module (one no public database may be asked about) is checked
+// against the ledger instead: trust on first use.
+//
+// A Verifier is safe for concurrent use.
+package verify
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/module"
+	"golang.org/x/mod/sumdb"
+	"golang.org/x/mod/sumdb/dirhash"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/zip"
+
+	"github.com/modgate/modgate/ledger"
+)
+
+// Result says how an artifact was checked, as audit events record it.
+type Result string
+
+// The results.
+const (
+	Verified Result = "verified" // matched the checksum database
+	Ledger   Result = "ledger"   // matched (or was first recorded in) the private ledger
+	Skipped  Result = "skipped"  // no checksum database is configured
+)
+
+// KnownKeys are the verifier keys of well-known checksum databases, by
+// name, as the go command knows them.
+var KnownKeys = map[string]string{
+	"sum.golang.org": "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8",
+}
+
+// A MismatchError is an artifact whose hash is not the one it must have.
+type MismatchError struct {
+	Module, Version string
+	What            string // "go.mod" or "zip"
+	Want, Got       string
+	Source          string // "checksum database NAME" or "private ledger"
+}
+
+func (e *MismatchError) Error() string {
+	return fmt.Sprintf("verifying %s@%s: %s hash %s does not match %s from the %s", e.Module, e.Version, e.What, e.Got, e.Want, e.Source)
+}
+
+// An InvalidZipError is a zip that breaks golang.org/x/mod/zip's rules for
+// the module version it was served as.
+type InvalidZipError struct {
+	Module, Version string
+	Err             error
+}
+
+func (e *InvalidZipError) Error() string {
+	return fmt.Sprintf("verifying %s@%s: invalid module zip: %v", e.Module, e.Version, e.Err)
+}
+
+func (e *InvalidZipError) Unwrap() error { return e.Err }
+
+// ErrSecurity is the error of every public verification after the
+// checksum database misbehaved (sumdb.ErrSecurity wraps into it too).
+var ErrSecurity = sumdb.ErrSecurity
+
+// Config configures a Verifier.
+type Config struct {
+	// Key is the checksum database's note verifier key
+	// ("name+hash+keydata"), or just the name of a database in KnownKeys.
+	// Empty: public artifacts are not checked (Skipped).
+	Key string
+	// Dir keeps the database's state. Required with Key.
+	Dir string
+	// Fetch reads a path of the database ("/lookup/…", "/tile/…",
+	// "/latest"): the caller turns it into requests to the upstreams'
+	// /sumdb/NAME endpoints. Required with Key.
+	Fetch func(ctx context.Context, path string) ([]byte, error)
+	// FetchTimeout bounds one Fetch. Default 30s.
+	FetchTimeout time.Duration
+	// Ledger records private module hashes. Required.
+	Ledger *ledger.Ledger
+	// OnSecurityError is called, once, with the database's own account of
+	// its misbehaviour. Default: nothing beyond the error log.
+	OnSecurityError func(msg string)
+	// Logger receives operational logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// A Verifier checks artifacts. Create it with New.
+type Verifier struct {
+	ledger *ledger.Ledger
+	name   string // database name, "" when none
+	ops    *ops   // nil when no database
+
+	mu          sync.Mutex
+	client      *sumdb.Client
+	compromised string // the security message, once there is one
+}
+
+// New checks cfg and returns a Verifier. ctx bounds the Verifier's fetches
+// for its whole life: the sumdb.Client's operations take no context.
+func New(ctx context.Context, cfg Config) (*Verifier, error) {
+	if cfg.Ledger == nil {
+		return nil, errors.New("verify: Ledger is required")
+	}
+	v := &Verifier{ledger: cfg.Ledger}
+	if cfg.Key == "" {
+		return v, nil
+	}
+	key := cfg.Key
+	if k, ok := KnownKeys[key]; ok {
+		key = k
+	}
+	verifier, err := note.NewVerifier(key)
+	if err != nil {
+		return nil, fmt.Errorf("verify: checksum database key %q: %w (want name+hash+keydata, or a known name)", cfg.Key, err)
+	}
+	if cfg.Dir == "" || cfg.Fetch == nil {
+		return nil, errors.New("verify: Dir and Fetch are required with a checksum database key")
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	v.name = verifier.Name()
+	v.ops, err = newOps(ctx, cfg, key, func(msg string) { v.securityError(msg, cfg) })
+	if err != nil {
+		return nil, err
+	}
+	v.client = sumdb.NewClient(v.ops)
+	return v, nil
+}
+
+// Close releases the Verifier's state directory.
+func (v *Verifier) Close() error {
+	if v.ops == nil {
+		return nil
+	}
+	return v.ops.close()
+}
+
+// Name returns the checksum database's name, "" if there is none.
+func (v *Verifier) Name() string { return v.name }
+
+// Mod checks data, the go.mod file of path at version.
+func (v *Verifier) Mod(path, version string, data []byte, private bool) (Result, error) {
+	h, err := dirhash.Hash1([]string{"go.mod"}, func(string) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("verifying %s@%s: hashing go.mod: %w", path, version, err)
+	}
+	return v.check(path, version, "/go.mod", h, private)
+}
+
+// Zip checks the module zip in file, served as path at version.
+func (v *Verifier) Zip(path, version, file string, private bool) (Result, error) {
+	cf, err := zip.CheckZip(module.Version{Path: path, Version: version}, file)
+	if err == nil {
+		err = cf.Err()
+	}
+	if err != nil {
+		return "", &InvalidZipError{Module: path, Version: version, Err: err}
+	}
+	h, err := dirhash.HashZip(file, dirhash.Hash1)
+	if err != nil {
+		return "", &InvalidZipError{Module: path, Version: version, Err: err}
+	}
+	return v.check(path, version, "", h, private)
+}
+
+// check compares hash with the database's or the ledger's for path at
+// version; suffix is "/go.mod" for a go.mod hash.
+func (v *Verifier) check(path, version, suffix, hash string, private bool) (Result, error) {
+	what := "zip"
+	if suffix != "" {
+		what = "go.mod"
+	}
+	if private {
+		_, err := v.ledger.Check(path, version+suffix, hash)
+		var me *ledger.MismatchError
+		if errors.As(err, &me) {
+			return "", &MismatchError{Module: path, Version: version, What: what, Want: me.Recorded, Got: hash, Source: "private ledger"}
+		}
+		if err != nil {
+			return "", err
+		}
+		return Ledger, nil
+	}
+	if v.client == nil {
+		return Skipped, nil
+	}
+	lines, err := v.lookup(path, version+suffix)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range lines {
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != path || f[1] != version+suffix {
+			continue
+		}
+		if f[2] != hash {
+			return "", &MismatchError{Module: path, Version: version, What: what, Want: f[2], Got: hash, Source: "checksum database " + v.name}
+		}
+		return Verified, nil
+	}
+	return "", fmt.Errorf("verifying %s@%s: checksum database %s has no %s hash for it", path, version, v.name, what)
+}
+
+// lookup asks the database through the current Client. The Client
+// remembers a failed lookup for its whole life, so after a failure that is
+// not a security error the Verifier starts a new Client (it picks up the
+// state kept on disk) and the next request asks afresh.
+func (v *Verifier) lookup(path, version string) ([]string, error) {
+	v.mu.Lock()
+	c, bad := v.client, v.compromised
+	v.mu.Unlock()
+	if bad != "" {
+		return nil, fmt.Errorf("verifying %s@%s: checksum database %s misbehaved earlier in this process; refusing until an operator restarts modgate: %w", path, version, v.name, ErrSecurity)
+	}
+	lines, err := c.Lookup(path, version)
+	if err == nil {
+		return lines, nil
+	}
+	if errors.Is(err, sumdb.ErrSecurity) {
+		return nil, fmt.Errorf("verifying %s@%s: checksum database %s: %w", path, version, v.name, ErrSecurity)
+	}
+	v.mu.Lock()
+	if v.client == c {
+		v.client = sumdb.NewClient(v.ops)
+	}
+	v.mu.Unlock()
+	return nil, fmt.Errorf("verifying %s@%s: checksum database %s: %w", path, version, v.name, err)
+}
+
+// securityError records the database's misbehaviour, once.
+func (v *Verifier) securityError(msg string, cfg Config) {
+	v.mu.Lock()
+	first := v.compromised == ""
+	if first {
+		v.compromised = msg
+	}
+	v.mu.Unlock()
+	cfg.Logger.Error("SECURITY ERROR: the checksum database misbehaved; every public module verification now fails", "sumdb", v.name, "detail", msg)
+	if first && cfg.OnSecurityError != nil {
+		cfg.OnSecurityError(msg)
+	}
+}
