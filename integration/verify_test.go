@@ -155,7 +155,7 @@ func TestForkedChecksumDatabase(t *testing.T) {
 	g2 := startModgate(t, gatewayConfig(forked, private), "--cache-dir", cacheDir)
 
 	code, body := get(t, g2.URL+"/example.com/b/@v/v1.0.0.mod")
-	if code != http.StatusBadGateway || !strings.Contains(body, "security error") {
+	if code != http.StatusBadGateway || !strings.Contains(body, "security error") || !strings.Contains(body, "example.com/b@v1.0.0") {
 		t.Errorf("GET through a forked database = %d %q, want 502 naming the security error", code, body)
 	}
 	// Fail closed from then on, for other modules too.
@@ -174,8 +174,13 @@ func TestForkedChecksumDatabase(t *testing.T) {
 	if !slices.ContainsFunc(evs, func(e audit.Event) bool { return e.Event.Action == "sumdb-security-error" }) {
 		t.Errorf("no sumdb-security-error audit event: %+v", evs)
 	}
-	if !slices.ContainsFunc(evs, func(e audit.Event) bool { return e.Modgate.Rule == "sumdb-security" && e.HTTP.Response.StatusCode == 502 }) {
-		t.Errorf("no request audited with rule sumdb-security: %+v", evs)
+	// The very request that met the fork, and those after it.
+	for _, p := range []string{"/example.com/b/@v/v1.0.0.mod", "/example.com/c/v2/@v/v2.0.0.mod"} {
+		if !slices.ContainsFunc(evs, func(e audit.Event) bool {
+			return e.URL != nil && e.URL.Path == p && e.Modgate.Rule == "sumdb-security" && e.HTTP.Response.StatusCode == 502
+		}) {
+			t.Errorf("GET %s not audited with rule sumdb-security and status 502: %+v", p, evs)
+		}
 	}
 	if !strings.Contains(g2.logText(), "SECURITY ERROR") {
 		t.Errorf("no SECURITY ERROR in the log")

@@ -244,14 +244,17 @@ func (v *Verifier) lookup(path, version string) ([]string, error) {
 	if err == nil {
 		return lines, nil
 	}
-	if errors.Is(err, sumdb.ErrSecurity) {
-		return nil, fmt.Errorf("verifying %s@%s: checksum database %s: %w", path, version, v.name, ErrSecurity)
-	}
+	// The Client reports its security errors through SecurityError, which
+	// marks the Verifier, and returns them without wrapping ErrSecurity.
 	v.mu.Lock()
-	if v.client == c {
+	bad = v.compromised
+	if bad == "" && v.client == c {
 		v.client = sumdb.NewClient(v.ops)
 	}
 	v.mu.Unlock()
+	if bad != "" || errors.Is(err, sumdb.ErrSecurity) {
+		return nil, fmt.Errorf("verifying %s@%s: checksum database %s: %v: %w", path, version, v.name, err, ErrSecurity)
+	}
 	return nil, fmt.Errorf("verifying %s@%s: checksum database %s: %w", path, version, v.name, err)
 }
 

@@ -3,12 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/modgate/modgate/verify"
 )
 
 func writeConfig(t *testing.T, text string) string {
@@ -220,5 +225,45 @@ budget:
 	}
 	if _, err := loadConfig(writeConfig(t, "cache:\n  hot_bytes: huge\n")); err == nil || !strings.Contains(err.Error(), "huge") {
 		t.Errorf("bad hot_bytes: %v, want an error naming the value", err)
+	}
+}
+
+func TestSumDBKey(t *testing.T) {
+	_, testKey, err := note.GenerateKey(rand.Reader, "sum.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := verify.KnownKeys["sum.golang.org"]
+	tests := []struct {
+		cfgKey, gosumdb string
+		wantName        string // of sumDBs() with no sumdb list configured
+		wantKey         string
+		wantErr         bool
+	}{
+		{gosumdb: "sum.golang.org", wantName: "sum.golang.org", wantKey: known},
+		{gosumdb: "sum.golang.google.cn", wantName: "sum.golang.org", wantKey: known},
+		{gosumdb: testKey, wantName: "sum.example.test", wantKey: testKey},
+		{gosumdb: testKey + " https://sum.example.test", wantName: "sum.example.test", wantKey: testKey},
+		{gosumdb: "off"},
+		{gosumdb: ""},
+		{gosumdb: "sum.unknown.test", wantName: "sum.unknown.test", wantErr: true},
+		{gosumdb: "sum.example.test+zz+garbage", wantName: "sum.example.test", wantErr: true},
+		{cfgKey: testKey, gosumdb: "sum.golang.org", wantName: "sum.golang.org", wantKey: testKey},
+		{cfgKey: "off", gosumdb: "sum.golang.org", wantName: "sum.golang.org"},
+	}
+	for _, tt := range tests {
+		cfg := &fileConfig{SumDBKey: tt.cfgKey}
+		env := goEnv{GOSUMDB: tt.gosumdb}
+		key, err := cfg.sumDBKey(env)
+		if (err != nil) != tt.wantErr || key != tt.wantKey {
+			t.Errorf("sumDBKey(cfg %q, GOSUMDB %q) = %q, %v; want %q, error %v", tt.cfgKey, tt.gosumdb, key, err, tt.wantKey, tt.wantErr)
+		}
+		var wantNames []string
+		if tt.wantName != "" {
+			wantNames = []string{tt.wantName}
+		}
+		if got := cfg.sumDBs(env); !slices.Equal(got, wantNames) {
+			t.Errorf("sumDBs(GOSUMDB %q) = %q, want %q", tt.gosumdb, got, wantNames)
+		}
 	}
 }
