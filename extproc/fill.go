@@ -75,6 +75,10 @@ func (x *Exchange) newFill(f *cache.Flight[FillResult], key string, candidates [
 // Candidates returns the upstreams to try, in order.
 func (f *Fill) Candidates() []*upstream.Upstream { return f.candidates }
 
+// Private reports whether the fill is for a private module, whose
+// candidates are the private upstreams.
+func (f *Fill) Private() bool { return f.route == policy.Private }
+
 // Path returns the canonical path to GET from each candidate.
 func (f *Fill) Path() string { return f.key }
 

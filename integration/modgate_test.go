@@ -46,10 +46,12 @@ func TestMain(m *testing.M) {
 
 // A gatewayProc is a running `modgate serve`.
 type gatewayProc struct {
-	URL   string // GOPROXY listener, e.g. http://127.0.0.1:PORT
-	Admin string // admin listener base URL
-	audit string // audit file
-	cmd   *exec.Cmd
+	URL     string // GOPROXY listener, e.g. http://127.0.0.1:PORT
+	Admin   string // admin listener base URL
+	ExtProc string // ext_proc gRPC listener, host:port
+	Blob    string // blob listener base URL
+	audit   string // audit file
+	cmd     *exec.Cmd
 
 	stop     func(t testing.TB) // SIGTERM, and wait for a clean exit; once
 	stopOnce sync.Once
@@ -71,7 +73,7 @@ func startModgate(t testing.TB, config string, flags ...string) *gatewayProc {
 		t.Fatal(err)
 	}
 	g := &gatewayProc{audit: filepath.Join(dir, "audit.jsonl")}
-	args := append([]string{"serve", "--config", cfgPath, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--audit", g.audit, "--cache-dir", filepath.Join(dir, "cache"), "--log-level", "debug"}, flags...)
+	args := append([]string{"serve", "--config", cfgPath, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--extproc-listen", "127.0.0.1:0", "--blob-listen", "127.0.0.1:0", "--audit", g.audit, "--cache-dir", filepath.Join(dir, "cache"), "--log-level", "debug"}, flags...)
 	g.cmd = exec.Command(modgateBin, args...)
 	g.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GOENV=off", "GOFLAGS=", "GOTOOLCHAIN=local"}
 	stderr, err := g.cmd.StderrPipe()
@@ -87,21 +89,25 @@ func startModgate(t testing.TB, config string, flags ...string) *gatewayProc {
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(stderr)
-		listening := 0
 		for sc.Scan() {
 			line := sc.Text()
 			g.mu.Lock()
 			g.log.WriteString(line + "\n")
 			if m := listenRE.FindStringSubmatch(line); m != nil {
 				url := m[3] + "://" + m[2]
-				if m[1] == "goproxy" {
+				switch m[1] {
+				case "goproxy":
 					g.URL = url
-				} else {
+				case "admin":
 					g.Admin = url
+				case "extproc":
+					g.ExtProc = m[2]
+				case "blob":
+					g.Blob = url
 				}
-				if listening++; listening == 2 {
-					close(ready)
-				}
+			}
+			if strings.Contains(line, "msg=ready") {
+				close(ready)
 			}
 			g.mu.Unlock()
 		}

@@ -33,6 +33,12 @@ type fileConfig struct {
 	// Admin is the admin listener (/healthz, /readyz). Default
 	// 127.0.0.1:9100; "off" disables it.
 	Admin string `yaml:"admin"`
+	// ExtProcListen is the ext_proc gRPC listener Envoy streams requests
+	// to. Default 127.0.0.1:9002; "off" disables it.
+	ExtProcListen string `yaml:"extproc_listen"`
+	// BlobListen is the blob listener: large cache hits that Envoy is
+	// routed to. Default 127.0.0.1:9003; "off" disables it.
+	BlobListen string `yaml:"blob_listen"`
 	// Audit is the audit file (JSON lines, appended). Default: stdout.
 	Audit string `yaml:"audit"`
 	// TLS turns the GOPROXY listener into HTTPS. Default: plain HTTP.

@@ -26,6 +26,7 @@ Usage:
 Commands:
 
 	serve     run the standalone gateway: a GOPROXY server on 127.0.0.1:8080
+	extproc   run the mesh sidecar: the ext_proc gRPC server Envoy streams requests to
 	cache     show cache statistics or purge a module from a running gateway
 	ledger    list or verify the private-module checksum ledger
 	help      print this help, or a command's: modgate help serve
@@ -50,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		err = serve(ctx, rest, stdout, stderr)
+	case "extproc":
+		err = extprocCmd(ctx, rest, stdout, stderr)
 	case "cache":
 		err = cacheCmd(ctx, rest, stdout, stderr)
 	case "ledger":

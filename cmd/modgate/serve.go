@@ -18,6 +18,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/extproc"
@@ -51,6 +57,7 @@ Flags:
 // serveFlags are serve's command-line flags; empty means "not given".
 type serveFlags struct {
 	config, listen, admin, audit string
+	extprocListen, blobListen    string
 	cacheDir                     string
 	tlsCert, tlsKey, tlsClientCA string
 	logLevel                     string
@@ -64,24 +71,72 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(fs.Output(), serveUsage)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&f.config, "config", "", "YAML config `file` (modgate.yaml); none: defaults from go env")
 	fs.StringVar(&f.listen, "listen", "", "GOPROXY listener `address` (default 127.0.0.1:8080)")
 	fs.StringVar(&f.admin, "admin", "", "admin listener `address` for /healthz and /readyz (default 127.0.0.1:9100)")
-	fs.StringVar(&f.audit, "audit", "", "audit `file`, JSON lines appended (default stdout)")
-	fs.StringVar(&f.cacheDir, "cache-dir", "", "cache `directory` for the disk tier (default: modgate/ in the user cache directory)")
+	fs.StringVar(&f.extprocListen, "extproc-listen", "", "ext_proc gRPC listener `address` for Envoy (default 127.0.0.1:9002)")
+	fs.StringVar(&f.blobListen, "blob-listen", "", "blob listener `address`: large cache hits Envoy is routed to (default 127.0.0.1:9003)")
+	f.common(fs)
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate chain `file`")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key `file` for --tls-cert")
 	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "require client certificates signed by the CAs in this PEM `file`")
-	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error (logs go to stderr)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("serve: unexpected argument %q", fs.Arg(0))}
 	}
+	return runGateway(ctx, "serve", &f, stdout, stderr)
+}
+
+const extprocUsage = `Usage: modgate extproc [flags]
+
+Runs the mesh sidecar: the envoy.service.ext_proc.v3.ExternalProcessor gRPC
+server that the gateway Envoy streams every request to (path checks, policy,
+cache lookups, verification of fetched artifacts, one audit event per
+request), and the blob listener that Envoy is routed to for cache hits too
+large for an immediate response. It runs the same processor, cache and
+configuration as 'modgate serve', without the standalone GOPROXY listener.
+
+Flags:
+`
+
+// extprocCmd runs `modgate extproc`.
+func extprocCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f serveFlags
+	fs := flag.NewFlagSet("extproc", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), extprocUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.extprocListen, "listen", "", "ext_proc gRPC listener `address` (default 127.0.0.1:9002)")
+	fs.StringVar(&f.blobListen, "blob-listen", "", "blob listener `address` (default 127.0.0.1:9003)")
+	fs.StringVar(&f.admin, "admin", "off", "admin listener `address` for /healthz, /readyz and the cache commands")
+	f.common(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("extproc: unexpected argument %q", fs.Arg(0))}
+	}
+	f.listen = "off"
+	return runGateway(ctx, "extproc", &f, stdout, stderr)
+}
+
+// common declares the flags every gateway command has.
+func (f *serveFlags) common(fs *flag.FlagSet) {
+	fs.StringVar(&f.config, "config", "", "YAML config `file` (modgate.yaml); none: defaults from go env")
+	fs.StringVar(&f.audit, "audit", "", "audit `file`, JSON lines appended (default stdout)")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "cache `directory` for the disk tier (default: modgate/ in the user cache directory)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error (logs go to stderr)")
+}
+
+// runGateway loads the configuration, applies the flags, and runs the
+// gateway's listeners until ctx ends.
+func runGateway(ctx context.Context, cmd string, f *serveFlags, stdout, stderr io.Writer) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return usageError{fmt.Sprintf("serve: --log-level: %v", err)}
+		return usageError{fmt.Sprintf("%s: --log-level: %v", cmd, err)}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
@@ -97,7 +152,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-
 	g, err := newGateway(ctx, cfg, env, stdout, log)
 	if err != nil {
 		return err
@@ -116,6 +170,8 @@ func (f *serveFlags) apply(cfg *fileConfig) {
 	set(&cfg.Listen, f.listen)
 	set(&cfg.Admin, f.admin)
 	set(&cfg.Audit, f.audit)
+	set(&cfg.ExtProcListen, f.extprocListen)
+	set(&cfg.BlobListen, f.blobListen)
 	set(&cfg.CacheDir, f.cacheDir)
 	set(&cfg.TLS.Cert, f.tlsCert)
 	set(&cfg.TLS.Key, f.tlsKey)
@@ -126,6 +182,12 @@ func (f *serveFlags) apply(cfg *fileConfig) {
 	if cfg.Admin == "" {
 		cfg.Admin = "127.0.0.1:9100"
 	}
+	if cfg.ExtProcListen == "" {
+		cfg.ExtProcListen = "127.0.0.1:9002"
+	}
+	if cfg.BlobListen == "" {
+		cfg.BlobListen = "127.0.0.1:9003"
+	}
 }
 
 // standalone is a running standalone gateway: its servers and what they share.
@@ -133,6 +195,7 @@ type standalone struct {
 	cfg       *fileConfig
 	log       *slog.Logger
 	handler   *gateway.Handler
+	extproc   *extproc.Server
 	cache     *cache.Cache
 	ledger    *ledger.Ledger
 	verifier  *verify.Verifier
@@ -198,6 +261,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		g.close()
 		return nil, err
 	}
+	g.extproc = extproc.NewServer(proc, extproc.ServerOptions{Logger: log})
 	g.handler, err = gateway.New(gateway.Options{
 		Processor:    proc,
 		Client:       client,
@@ -281,39 +345,55 @@ func (g *standalone) close() {
 	}
 }
 
+// A server is one listener's server: an *http.Server, or the gRPC one.
+type server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+}
+
 // run serves until ctx is done, then shuts down gracefully.
 func (g *standalone) run(ctx context.Context) error {
-	var servers []*http.Server
+	var servers []server
 	var listeners []net.Listener
 	closeAll := func() {
 		for _, l := range listeners {
 			l.Close()
 		}
 	}
+	add := func(name, addr string, tc *tls.Config, srv server) error {
+		if addr == "off" {
+			return nil
+		}
+		l, err := listen(name, addr, tc, g.log)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		listeners, servers = append(listeners, l), append(servers, srv)
+		return nil
+	}
 
 	proxyTLS, err := g.tlsConfig()
 	if err != nil {
 		return err
 	}
-	if g.cfg.Listen != "off" {
-		l, err := listen("goproxy", g.cfg.Listen, proxyTLS, g.log)
-		if err != nil {
-			closeAll()
+	proxy := g.server(g.handler)
+	proxy.ConnContext = gateway.ConnContext
+	blob := g.server(gateway.NewBlobHandler(g.cache, g.log))
+	blob.ConnContext = gateway.ConnContext
+	for _, l := range []struct {
+		name, addr string
+		tc         *tls.Config
+		srv        server
+	}{
+		{"goproxy", g.cfg.Listen, proxyTLS, proxy},
+		{"extproc", g.cfg.ExtProcListen, nil, newGRPCServer(g.extproc)},
+		{"blob", g.cfg.BlobListen, nil, blob},
+		{"admin", g.cfg.Admin, nil, g.server(g.adminHandler())},
+	} {
+		if err := add(l.name, l.addr, l.tc, l.srv); err != nil {
 			return err
 		}
-		listeners = append(listeners, l)
-		srv := g.server(g.handler)
-		srv.ConnContext = gateway.ConnContext
-		servers = append(servers, srv)
-	}
-	if g.cfg.Admin != "off" {
-		l, err := listen("admin", g.cfg.Admin, nil, g.log)
-		if err != nil {
-			closeAll()
-			return err
-		}
-		listeners = append(listeners, l)
-		servers = append(servers, g.server(g.adminHandler()))
 	}
 	if len(servers) == 0 {
 		return errors.New("every listener is off")
@@ -323,7 +403,7 @@ func (g *standalone) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i, srv := range servers {
 		wg.Go(func() {
-			if err := srv.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(listeners[i]); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
 				errc <- err
 			}
 		})
@@ -344,7 +424,6 @@ func (g *standalone) run(ctx context.Context) error {
 	for _, srv := range servers {
 		if err := srv.Shutdown(shutdownCtx); err != nil {
 			g.log.Warn("shutdown", "err", err)
-			srv.Close()
 		}
 	}
 	wg.Wait()
@@ -353,6 +432,50 @@ func (g *standalone) run(ctx context.Context) error {
 		g.log.Warn("shutdown", "err", err)
 	}
 	return runErr
+}
+
+// grpcServer is the ext_proc gRPC server with its health service.
+type grpcServer struct {
+	srv    *grpc.Server
+	health *health.Server
+}
+
+// newGRPCServer serves the ExternalProcessor. Its keepalive policy accepts
+// Envoy's pings (grpc-go's default would end the connection with
+// too_many_pings), and it serves the gRPC health service.
+func newGRPCServer(ep *extproc.Server) *grpcServer {
+	srv := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.MaxRecvMsgSize(4<<20),
+	)
+	extprocv3.RegisterExternalProcessorServer(srv, ep)
+	h := health.NewServer()
+	healthpb.RegisterHealthServer(srv, h)
+	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	h.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return &grpcServer{srv: srv, health: h}
+}
+
+func (s *grpcServer) Serve(l net.Listener) error { return s.srv.Serve(l) }
+
+// Shutdown reports NOT_SERVING, lets streams in flight finish until ctx
+// ends, then stops hard.
+func (s *grpcServer) Shutdown(ctx context.Context) error {
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.srv.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.srv.Stop()
+		<-done
+		return fmt.Errorf("ext_proc streams cut at shutdown: %w", ctx.Err())
+	}
 }
 
 func (g *standalone) server(h http.Handler) *http.Server {

@@ -1,0 +1,394 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// Routing by dynamic metadata: the gateway's route table sends a request
+// to a cluster by the value of MetadataKey in MetadataNamespace (ENVOY.md:
+// match routes on metadata, not on a header a client could forge).
+const (
+	MetadataNamespace = "modgate"
+	MetadataKey       = "route"
+	RoutePublic       = "public"
+	RoutePrivate      = "private"
+	RouteBlob         = "blob"
+)
+
+// attributesKey is where Envoy puts the request attributes.
+const attributesKey = "envoy.filters.http.ext_proc"
+
+// ServerOptions configures a Server. The zero value works.
+type ServerOptions struct {
+	// MaxImmediateBytes is the largest cache hit answered in an
+	// ImmediateResponse, which Envoy holds in memory; larger hits are
+	// routed to the blob listener. Default 256 KiB.
+	MaxImmediateBytes int64
+	// BufferLimit is the gateway's per_connection_buffer_limit_bytes: a body
+	// announced no larger is asked for BUFFERED, others STREAMED.
+	// Default 1 MiB.
+	BufferLimit int64
+	// WaitNotice is how long a request may wait (for another request's
+	// fill) before the Server asks Envoy for more time. Default 300ms,
+	// under the shipped 500ms message timeout.
+	WaitNotice time.Duration
+	// ExtendTo is the message timeout asked for then: the gateway's
+	// max_message_timeout. Default 60s.
+	ExtendTo time.Duration
+	// Logger receives operational logs. Default: the Processor's.
+	Logger *slog.Logger
+}
+
+// A Server is the envoy.service.ext_proc.v3.ExternalProcessor over a
+// Processor: a thin adapter that turns Envoy's messages into the
+// processor's phases and its decisions into Envoy's replies. It decides
+// nothing itself. Each Process stream is one request; every message gets
+// exactly one reply.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	p    *Processor
+	opts ServerOptions
+	log  *slog.Logger
+}
+
+// NewServer returns the Server for p.
+func NewServer(p *Processor, opts ServerOptions) *Server {
+	if opts.MaxImmediateBytes <= 0 {
+		opts.MaxImmediateBytes = 256 << 10
+	}
+	if opts.BufferLimit <= 0 {
+		opts.BufferLimit = 1 << 20
+	}
+	if opts.WaitNotice <= 0 {
+		opts.WaitNotice = 300 * time.Millisecond
+	}
+	if opts.ExtendTo <= 0 {
+		opts.ExtendTo = 60 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = p.log
+	}
+	return &Server{p: p, opts: opts, log: opts.Logger}
+}
+
+// stream is one request's state on a Process stream.
+type stream struct {
+	s       *Server
+	srv     extprocv3.ExternalProcessor_ProcessServer
+	x       *Exchange
+	fill    *Fill
+	excerpt bool  // the fill wants only the first part of a not-found body
+	status  int   // what the client was sent
+	bytes   int64 // body bytes the client was sent
+	cut     error // what cut the response short
+}
+
+// Process handles one request's stream. Envoy ending the stream (io.EOF,
+// or Canceled when it resets it) is a normal end.
+func (s *Server) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
+	st := &stream{s: s, srv: srv}
+	defer func() {
+		if st.x != nil {
+			st.x.Done(st.status, st.bytes, st.cut)
+		}
+	}()
+	ctx := srv.Context()
+	for {
+		req, err := srv.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) {
+				if st.status == 0 && st.x != nil && st.cut == nil {
+					st.cut = errors.New("stream ended before a response")
+				}
+				return nil
+			}
+			st.cut = err
+			return err
+		}
+		resp, err := st.handle(ctx, req)
+		if err != nil {
+			st.cut = err
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		if resp == nil {
+			continue
+		}
+		if err := srv.Send(resp); err != nil {
+			st.cut = err
+			return err
+		}
+	}
+}
+
+// handle answers one message; a nil reply with a nil error sends nothing.
+func (st *stream) handle(ctx context.Context, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	switch r := req.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		if st.x != nil {
+			return nil, errors.New("request headers twice on one stream")
+		}
+		return st.requestHeaders(ctx, r.RequestHeaders, req.Attributes[attributesKey])
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return st.responseHeaders(ctx, r.ResponseHeaders)
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return st.responseBody(ctx, r.ResponseBody)
+	case *extprocv3.ProcessingRequest_RequestBody:
+		// Never asked for; answered so Envoy's stream does not stall.
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}, nil
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}, nil
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}, nil
+	}
+	return nil, fmt.Errorf("unknown ext_proc message %T", req.Request)
+}
+
+func (st *stream) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders, attrs *structpb.Struct) (*extprocv3.ProcessingResponse, error) {
+	hdr := headerMap(h.GetHeaders())
+	st.x = st.s.p.Begin(clientFromAttributes(attrs))
+	method, path := hdr.Get(":method"), hdr.Get(":path")
+
+	// A request may wait here for another request's fill: well before
+	// Envoy's message timeout, ask for more time.
+	done := make(chan Decision, 1)
+	go func() { done <- st.x.RequestHeaders(ctx, method, path) }()
+	var d Decision
+	select {
+	case d = <-done:
+	case <-time.After(st.s.opts.WaitNotice):
+		err := st.srv.Send(&extprocv3.ProcessingResponse{OverrideMessageTimeout: durationpb.New(st.s.opts.ExtendTo)})
+		d = <-done // the processor returns Abort once ctx ends
+		if err != nil {
+			closeEntry(d)
+			return nil, err
+		}
+	}
+
+	switch d.Action {
+	case Abort:
+		st.cut = errors.New("client went away")
+		return nil, nil
+	case Reject, Serve:
+		return st.immediate(d.Reply), nil
+	case Hit:
+		return st.hit(d)
+	case Forward:
+		st.fill = d.Fill
+		route := RoutePublic
+		if d.Fill.Private() {
+			route = RoutePrivate
+		}
+		return routeTo(route), nil
+	}
+	closeEntry(d)
+	return nil, fmt.Errorf("processor decided %v on request headers", d.Action)
+}
+
+// hit answers a cache hit: small ones in an ImmediateResponse, large ones
+// by routing to the blob listener.
+func (st *stream) hit(d Decision) (*extprocv3.ProcessingResponse, error) {
+	defer d.Entry.Close()
+	if d.Entry.Size > st.s.opts.MaxImmediateBytes {
+		st.status, st.bytes = d.Status, d.Entry.Size
+		return routeTo(RouteBlob), nil
+	}
+	body := d.Entry.Bytes()
+	if body == nil {
+		var err error
+		if body, err = io.ReadAll(io.LimitReader(d.Entry.Reader(), st.s.opts.MaxImmediateBytes+1)); err != nil {
+			return nil, fmt.Errorf("reading cached %s: %w", d.Entry.Key, err)
+		}
+	}
+	h := d.Header.Clone()
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	return st.immediate(&Reply{Status: d.Status, Header: h, Body: body}), nil
+}
+
+func (st *stream) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders) (*extprocv3.ProcessingResponse, error) {
+	headers := &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}
+	if st.fill == nil {
+		// A blob-listener hit passing through: nothing to do.
+		return &extprocv3.ProcessingResponse{Response: headers}, nil
+	}
+	hdr := headerMap(h.GetHeaders())
+	code, err := strconv.Atoi(hdr.Get(":status"))
+	if err != nil {
+		return nil, fmt.Errorf("response headers without a valid :status: %q", hdr.Get(":status"))
+	}
+	r := st.fill.UpstreamResponse(ctx, 0, code, hdr)
+	if r.Action != Store {
+		// Fail (or Next, which cannot happen with one candidate: Envoy's
+		// cluster is the only one).
+		return st.finish(ctx, nil)
+	}
+	mode := filterv3.ProcessingMode_STREAMED
+	switch n := contentLength(hdr); {
+	case r.Excerpt:
+		mode, st.excerpt = filterv3.ProcessingMode_BUFFERED_PARTIAL, true
+	case n >= 0 && n <= st.s.opts.BufferLimit:
+		mode = filterv3.ProcessingMode_BUFFERED
+	}
+	st.status = code
+	headers.ResponseHeaders.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
+		SetHeaders: []*corev3.HeaderValueOption{setHeader("x-modgate-cache", "miss"), setHeader("x-request-id", st.x.ID())},
+	}}
+	return &extprocv3.ProcessingResponse{
+		Response: headers,
+		ModeOverride: &filterv3.ProcessingMode{
+			ResponseHeaderMode: filterv3.ProcessingMode_SEND,
+			ResponseBodyMode:   mode,
+			RequestBodyMode:    filterv3.ProcessingMode_NONE,
+		},
+	}, nil
+}
+
+func (st *stream) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*extprocv3.ProcessingResponse, error) {
+	pass := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
+	if st.fill == nil {
+		return pass, nil
+	}
+	if err := st.fill.ResponseBody(b.GetBody()); err != nil {
+		return st.finish(ctx, err)
+	}
+	// A BUFFERED_PARTIAL excerpt comes in one message, end_of_stream false
+	// if it was cut: that is all the fill wants.
+	if !b.GetEndOfStream() && !st.excerpt {
+		// This chunk goes on to the client; the last one waits for the
+		// verdict below.
+		st.bytes += int64(len(b.GetBody()))
+		return pass, nil
+	}
+	return st.finish(ctx, nil)
+}
+
+// finish ends the fill and answers its last message: the final chunk
+// passes only if the artifact was stored, so a client never completes an
+// artifact that failed verification (Envoy resets the stream when an
+// ImmediateResponse comes after body bytes).
+func (st *stream) finish(ctx context.Context, bodyErr error) (*extprocv3.ProcessingResponse, error) {
+	f := st.fill
+	st.fill = nil
+	res := f.Finish(ctx, bodyErr)
+	d := st.x.Filled(ctx, res)
+	switch d.Action {
+	case Hit:
+		if d.Status == http.StatusOK && !d.Entry.Fresh {
+			// A stale answer replaces the failed upstream's.
+			return st.hit(d)
+		}
+		if d.Status == http.StatusOK {
+			size := d.Entry.Size
+			d.Entry.Close()
+			st.bytes = size
+			return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}, nil
+		}
+		return st.hit(d) // a negative entry: the cleaned not-found text
+	case Reject:
+		if st.bytes > 0 {
+			st.cut = errors.New("artifact refused after part of it went to the client: stream reset")
+		}
+		return st.immediate(d.Reply), nil
+	}
+	closeEntry(d)
+	return nil, fmt.Errorf("processor decided %v after a fill", d.Action)
+}
+
+// immediate is the one place a processor reply becomes an Envoy
+// ImmediateResponse.
+func (st *stream) immediate(rep *Reply) *extprocv3.ProcessingResponse {
+	st.status, st.bytes = rep.Status, int64(len(rep.Body))
+	var set []*corev3.HeaderValueOption
+	for k, vs := range rep.Header {
+		for _, v := range vs {
+			set = append(set, setHeader(strings.ToLower(k), v))
+		}
+	}
+	if st.x != nil {
+		set = append(set, setHeader("x-request-id", st.x.ID()))
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(rep.Status)},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: set},
+		Body:    rep.Body,
+		Details: "modgate",
+	}}}
+}
+
+// routeTo answers request headers by routing to one of the gateway's
+// clusters: dynamic metadata, a header mutation (Envoy ignores
+// clear_route_cache without one; empty counts) and clear_route_cache.
+func routeTo(route string) *extprocv3.ProcessingResponse {
+	md, _ := structpb.NewStruct(map[string]any{MetadataNamespace: map[string]any{MetadataKey: route}})
+	return &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
+			Response: &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{}, ClearRouteCache: true},
+		}},
+		DynamicMetadata: md,
+	}
+}
+
+// setHeader overwrites a header: the value only in raw_value, and append
+// explicitly false (Envoy reads the legacy flag, not append_action).
+func setHeader(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header: &corev3.HeaderValue{Key: k, RawValue: []byte(v)},
+		Append: wrapperspb.Bool(false),
+	}
+}
+
+// headerMap reads Envoy's headers, values from raw_value.
+func headerMap(hm *corev3.HeaderMap) http.Header {
+	h := http.Header{}
+	for _, hv := range hm.GetHeaders() {
+		v := string(hv.GetRawValue())
+		if v == "" {
+			v = hv.GetValue()
+		}
+		// Pseudo headers (":path") are not valid MIME keys, so Add keeps
+		// them as they are.
+		h.Add(hv.GetKey(), v)
+	}
+	return h
+}
+
+// clientFromAttributes reads the client's identity from Envoy's request
+// attributes.
+func clientFromAttributes(attrs *structpb.Struct) Client {
+	var c Client
+	f := attrs.GetFields()
+	str := func(k string) string { return f[k].GetStringValue() }
+	if ap, err := netip.ParseAddrPort(str("source.address")); err == nil {
+		c.Addr = ap
+	}
+	c.Subject = str("connection.subject_peer_certificate")
+	if san := str("connection.uri_san_peer_certificate"); san != "" {
+		c.URISANs = []string{san}
+	}
+	c.CertSHA256 = str("connection.sha256_peer_certificate_digest")
+	return c
+}
+
+func closeEntry(d Decision) {
+	if d.Entry != nil {
+		d.Entry.Close()
+	}
+}
