@@ -351,6 +351,7 @@ func routeTo(route string) *extprocv3.ProcessingResponse {
 func setHeader(k, v string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
 		Header: &corev3.HeaderValue{Key: k, RawValue: []byte(v)},
+		//lint:ignore SA1019 Envoy's ext_proc reads only the legacy append flag (envoy#36982, ENVOY.md).
 		Append: wrapperspb.Bool(false),
 	}
 }
