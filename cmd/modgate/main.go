@@ -29,6 +29,7 @@ Commands:
 	extproc   run the mesh sidecar: the ext_proc gRPC server Envoy streams requests to
 	cache     show cache statistics or purge a module from a running gateway
 	ledger    list or verify the private-module checksum ledger
+	certs     create a development CA and mesh certificates
 	help      print this help, or a command's: modgate help serve
 
 Run 'modgate <command> --help' for a command's flags.
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = extprocCmd(ctx, rest, stdout, stderr)
 	case "cache":
 		err = cacheCmd(ctx, rest, stdout, stderr)
+	case "certs":
+		err = certsCmd(ctx, rest, stdout, stderr)
 	case "ledger":
 		err = ledgerCmd(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
