@@ -123,6 +123,17 @@ func requestHeaders(ctx context.Context, c extprocv3.ExternalProcessorClient, pa
 	return s, resp, err
 }
 
+// end ends a stream as Envoy does: CloseSend, then read until the
+// server's end, which releases the stream.
+func end(s extprocv3.ExternalProcessor_ProcessClient) {
+	s.CloseSend()
+	for {
+		if _, err := s.Recv(); err != nil {
+			return
+		}
+	}
+}
+
 // route returns the route a reply asks for, "" if none.
 func route(resp *extprocv3.ProcessingResponse) string {
 	return resp.GetDynamicMetadata().GetFields()[extproc.MetadataNamespace].GetStructValue().GetFields()[extproc.MetadataKey].GetStringValue()
@@ -137,7 +148,7 @@ func TestServerDecisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.CloseSend()
+	end(s)
 	if ir := resp.GetImmediateResponse(); ir == nil || ir.GetStatus().GetCode() != 400 || len(ir.GetBody()) == 0 {
 		t.Errorf("hostile path: reply %v, want an ImmediateResponse 400", resp)
 	}
@@ -173,14 +184,14 @@ func TestServerDecisions(t *testing.T) {
 	if resp.GetResponseBody() == nil {
 		t.Fatalf("verified body: reply %v, want it passed", resp)
 	}
-	s.CloseSend()
+	end(s)
 
 	// Now a small hit: an ImmediateResponse with the cached bytes.
 	s, resp, err = requestHeaders(ctx, sc.client, mod)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.CloseSend()
+	end(s)
 	ir := resp.GetImmediateResponse()
 	if ir.GetStatus().GetCode() != 200 || string(ir.GetBody()) != string(body) {
 		t.Errorf("hit: reply %v, want an ImmediateResponse 200 with the go.mod", resp)
@@ -222,7 +233,7 @@ func TestServerWithholdsTamperedZip(t *testing.T) {
 	if ir := resp.GetImmediateResponse(); ir == nil || ir.GetStatus().GetCode() != 502 {
 		t.Errorf("final chunk of a tampered zip: reply %v, want an ImmediateResponse 502 (Envoy resets the stream)", resp)
 	}
-	s.CloseSend()
+	end(s)
 	if _, err := sc.cache.Get(zip); err == nil {
 		t.Error("the tampered zip was cached")
 	}
@@ -257,7 +268,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 	s.Recv()
 	s.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}})
 	s.Recv()
-	s.CloseSend()
+	end(s)
 
 	for _, tc := range []struct{ name, path string }{{"decision", "/favicon.ico"}, {"small-hit", mod}} {
 		for _, conc := range []int{1, 64, 512} {
@@ -283,7 +294,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 								b.Errorf("%s: %v %v", tc.path, resp, err)
 								return
 							}
-							s.CloseSend()
+							end(s)
 							lat[i] = time.Since(t0)
 						}
 					})
