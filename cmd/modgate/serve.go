@@ -111,7 +111,7 @@ func extprocCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fs.StringVar(&f.extprocListen, "listen", "", "ext_proc gRPC listener `address` (default 127.0.0.1:9002)")
 	fs.StringVar(&f.blobListen, "blob-listen", "", "blob listener `address` (default 127.0.0.1:9003)")
-	fs.StringVar(&f.admin, "admin", "off", "admin listener `address` for /healthz, /readyz and the cache commands")
+	fs.StringVar(&f.admin, "admin", "", "admin listener `address` for /healthz, /readyz and the cache commands (default 127.0.0.1:9100)")
 	f.common(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
