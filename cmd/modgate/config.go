@@ -39,6 +39,10 @@ type fileConfig struct {
 	// BlobListen is the blob listener: large cache hits that Envoy is
 	// routed to. Default 127.0.0.1:9003; "off" disables it.
 	BlobListen string `yaml:"blob_listen"`
+	// ImmediateMaxBytes is the largest cache hit the ext_proc server answers
+	// in an ImmediateResponse (Envoy holds it in memory); larger hits are
+	// routed to the blob listener. Default 256KiB.
+	ImmediateMaxBytes byteSize `yaml:"immediate_max_bytes"`
 	// Audit is the audit file (JSON lines, appended). Default: stdout.
 	Audit string `yaml:"audit"`
 	// TLS turns the GOPROXY listener into HTTPS. Default: plain HTTP.

@@ -261,7 +261,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		g.close()
 		return nil, err
 	}
-	g.extproc = extproc.NewServer(proc, extproc.ServerOptions{Logger: log})
+	g.extproc = extproc.NewServer(proc, extproc.ServerOptions{MaxImmediateBytes: int64(cfg.ImmediateMaxBytes), Logger: log})
 	g.handler, err = gateway.New(gateway.Options{
 		Processor:    proc,
 		Client:       client,
