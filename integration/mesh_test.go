@@ -38,7 +38,7 @@ func startMesh(t *testing.T, extraConfig string) *mesh {
 	cfg.Routes = []envoyemu.Route{
 		{Namespace: "modgate", Key: "route", Value: "private", Cluster: "upstream_private"},
 		{Namespace: "modgate", Key: "route", Value: "blob", Cluster: "modgate_blob"},
-		{Cluster: "upstream_public"},
+		{Namespace: "modgate", Key: "route", Value: "public", Cluster: "upstream_public"},
 	}
 	e, err := envoyemu.New(cfg)
 	if err != nil {

@@ -30,6 +30,8 @@ Commands:
 	cache     show cache statistics or purge a module from a running gateway
 	ledger    list or verify the private-module checksum ledger
 	certs     create a development CA and mesh certificates
+	envoy-config
+	          validate Envoy bootstraps strictly, without Envoy
 	help      print this help, or a command's: modgate help serve
 
 Run 'modgate <command> --help' for a command's flags.
@@ -56,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = extprocCmd(ctx, rest, stdout, stderr)
 	case "cache":
 		err = cacheCmd(ctx, rest, stdout, stderr)
+	case "envoy-config":
+		err = envoyConfigCmd(ctx, rest, stdout, stderr)
 	case "certs":
 		err = certsCmd(ctx, rest, stdout, stderr)
 	case "ledger":
