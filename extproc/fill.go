@@ -90,6 +90,7 @@ func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.H
 	last := i == len(f.candidates)-1
 	switch {
 	case status == http.StatusOK:
+		f.report(u.Name, true)
 		limit := f.bodyLimit()
 		if n := contentLength(h); n > limit {
 			return f.fail(ctx, last, &upstreamError{upstream: u.Name, err: fmt.Errorf("announced %d bytes for a %s, over the %d-byte limit", n, f.req.Kind, limit)})
@@ -103,6 +104,7 @@ func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.H
 		return Response{Action: Store, Limit: limit}
 
 	case status == http.StatusNotFound || status == http.StatusGone:
+		f.report(u.Name, true)
 		if !last {
 			return Response{Action: Next}
 		}
@@ -114,7 +116,17 @@ func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.H
 		f.status, f.limit = status, MaxExcerptBytes
 		return Response{Action: Store, Limit: MaxExcerptBytes, Excerpt: true}
 	}
+	if status >= 500 {
+		f.report(u.Name, false)
+	}
 	return f.fail(ctx, last, &upstreamError{upstream: u.Name, status: status})
+}
+
+// report passes a passive health signal on, if anyone listens.
+func (f *Fill) report(name string, ok bool) {
+	if f.p.health != nil {
+		f.p.health.Report(name, ok)
+	}
 }
 
 // UpstreamFailed decides what to do when candidate i could not be asked:
@@ -122,6 +134,9 @@ func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.H
 func (f *Fill) UpstreamFailed(ctx context.Context, i int, err error) Response {
 	u := f.candidates[i]
 	f.upstream = u.Name
+	if ctx.Err() == nil { // not our own fill's deadline
+		f.report(u.Name, false)
+	}
 	return f.fail(ctx, i == len(f.candidates)-1, &upstreamError{upstream: u.Name, err: err, timeout: upstream.IsTimeout(err)})
 }
 

@@ -83,10 +83,19 @@ type Auditor interface {
 	Record(e *audit.Event) error
 }
 
-// Upstreams gives the ordered candidate upstreams for a route. A private
-// request must only ever get private upstreams.
+// Upstreams gives the ordered candidate upstreams for a route: the usable
+// ones (healthy), and whether any is configured at all. A private request
+// must only ever get private upstreams.
 type Upstreams interface {
 	Candidates(private bool) []*upstream.Upstream
+	Configured(private bool) bool
+}
+
+// Health takes the data plane's own view of upstreams (passive checks):
+// ok false for an upstream that failed (5xx, no connection, no answer in
+// time), true for one that answered.
+type Health interface {
+	Report(upstream string, ok bool)
 }
 
 // Cache stores responses. Get returns an error wrapping fs.ErrNotExist
@@ -127,6 +136,8 @@ type Options struct {
 	Verifier Verifier
 	// Budget rations misses. Default: none.
 	Budget Budget
+	// Health receives passive health reports. Default: none.
+	Health Health
 	// Audit receives exactly one event per request.
 	Audit Auditor
 	// MaxTarget limits the request target in bytes. Default
@@ -151,6 +162,7 @@ type Processor struct {
 	cache     Cache
 	verifier  Verifier
 	budget    Budget
+	health    Health
 	audit     Auditor
 	maxTarget int
 	passPriv  bool
@@ -179,6 +191,7 @@ func New(opts Options) (*Processor, error) {
 		cache:     opts.Cache,
 		verifier:  opts.Verifier,
 		budget:    opts.Budget,
+		health:    opts.Health,
 		audit:     opts.Audit,
 		maxTarget: opts.MaxTarget,
 		passPriv:  opts.PassPrivateNotFound,
@@ -358,15 +371,19 @@ func (x *Exchange) RequestHeaders(ctx context.Context, method, target string) De
 		x.decision = "serve"
 		return Decision{Action: Serve, Reply: &Reply{Status: http.StatusOK, Header: textHeader(cacheBypass)}}
 	}
-	candidates := x.p.upstreams.Candidates(v.Route == policy.Private)
+	private := v.Route == policy.Private
+	candidates := x.p.upstreams.Candidates(private)
 	if len(candidates) == 0 {
-		if v.Route == policy.Private {
+		switch {
+		case private && !x.p.upstreams.Configured(true):
 			return x.reject(ctx, &denial{
 				rule:   "private-no-upstream",
 				reason: fmt.Sprintf("%s is a private module and no private upstream is configured", req.Module),
 			})
+		case !x.p.upstreams.Configured(private):
+			return x.reject(ctx, &upstreamError{err: errors.New("no public upstream is configured")})
 		}
-		return x.reject(ctx, &upstreamError{err: errors.New("no public upstream is configured")})
+		return x.reject(ctx, &upstreamError{status: http.StatusServiceUnavailable, err: fmt.Errorf("no healthy %s upstream: all are drained", v.Route)})
 	}
 	x.class, _ = cache.ClassOf(req)
 	key := req.Path()

@@ -16,6 +16,7 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -88,6 +89,11 @@ func NewServer(p *Processor, opts ServerOptions) *Server {
 		opts.Logger = p.log
 	}
 	return &Server{p: p, opts: opts, log: opts.Logger}
+}
+
+// Register serves s on g.
+func (s *Server) Register(g *grpc.Server) {
+	extprocv3.RegisterExternalProcessorServer(g, s)
 }
 
 // stream is one request's state on a Process stream.

@@ -73,7 +73,7 @@ func startModgate(t testing.TB, config string, flags ...string) *gatewayProc {
 		t.Fatal(err)
 	}
 	g := &gatewayProc{audit: filepath.Join(dir, "audit.jsonl")}
-	args := append([]string{"serve", "--config", cfgPath, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--extproc-listen", "127.0.0.1:0", "--blob-listen", "127.0.0.1:0", "--audit", g.audit, "--cache-dir", filepath.Join(dir, "cache"), "--log-level", "debug"}, flags...)
+	args := append([]string{"serve", "--config", cfgPath, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--extproc-listen", "127.0.0.1:0", "--blob-listen", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0", "--audit", g.audit, "--cache-dir", filepath.Join(dir, "cache"), "--log-level", "debug"}, flags...)
 	g.cmd = exec.Command(modgateBin, args...)
 	g.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GOENV=off", "GOFLAGS=", "GOTOOLCHAIN=local"}
 	stderr, err := g.cmd.StderrPipe()

@@ -148,6 +148,10 @@ type Set struct {
 	Private []*Upstream
 }
 
+// Configured reports whether any upstream serves private (or public)
+// requests.
+func (s *Set) Configured(private bool) bool { return len(s.Candidates(private)) > 0 }
+
 // Candidates returns, in order of preference, the upstreams that may see a
 // public (private == false) or private request. The caller must not modify
 // the returned slice.

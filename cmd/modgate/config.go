@@ -43,6 +43,13 @@ type fileConfig struct {
 	// in an ImmediateResponse (Envoy holds it in memory); larger hits are
 	// routed to the blob listener. Default 256KiB.
 	ImmediateMaxBytes byteSize `yaml:"immediate_max_bytes"`
+	// XDSListen is the xDS (ADS) listener the gateway Envoy gets its
+	// upstream clusters from. Default 127.0.0.1:18000; "off" disables it.
+	XDSListen string `yaml:"xds_listen"`
+	// XDS configures the control plane.
+	XDS xdsConfig `yaml:"xds"`
+	// Health configures the upstream health checks.
+	Health healthConfig `yaml:"health"`
 	// Audit is the audit file (JSON lines, appended). Default: stdout.
 	Audit string `yaml:"audit"`
 	// TLS turns the GOPROXY listener into HTTPS. Default: plain HTTP.
@@ -133,6 +140,29 @@ type upstreamConfig struct {
 	Private bool `yaml:"private"`
 }
 
+type xdsConfig struct {
+	// NodeID is the gateway Envoy's node id. Default modgate-gateway.
+	NodeID string `yaml:"node_id"`
+	// BlobAddr is the blob listener as the gateway reaches it. Default modgate:9003.
+	BlobAddr string `yaml:"blob_addr"`
+}
+
+type healthConfig struct {
+	// ProbePath is the request each probe sends. Default /golang.org/x/mod/@v/list.
+	ProbePath string `yaml:"probe_path"`
+	// Interval between probes. Default 5s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of a probe. Default 8s.
+	Timeout time.Duration `yaml:"timeout"`
+	// FailThreshold consecutive failures drain an upstream. Default 3.
+	FailThreshold int `yaml:"fail_threshold"`
+	// RecoverThreshold consecutive successes bring it back. Default 2.
+	RecoverThreshold int `yaml:"recover_threshold"`
+	// DrainPeriod after which a draining upstream is removed. Default 11m,
+	// longer than the longest route timeout (10m).
+	DrainPeriod time.Duration `yaml:"drain_period"`
+}
+
 type limitsConfig struct {
 	// MaxTargetBytes limits a request's path. Default 1024.
 	MaxTargetBytes int `yaml:"max_target_bytes"`
@@ -215,6 +245,15 @@ func (c *fileConfig) check() error {
 		if u.URL == "" {
 			return fmt.Errorf("upstreams[%d].url: missing", i)
 		}
+	}
+	h := c.Health
+	switch {
+	case h.Interval < 0, h.Timeout < 0, h.DrainPeriod < 0:
+		return errors.New("health: negative duration")
+	case h.FailThreshold < 0, h.RecoverThreshold < 0:
+		return errors.New("health: negative threshold")
+	case h.ProbePath != "" && !strings.HasPrefix(h.ProbePath, "/"):
+		return errors.New("health.probe_path: must begin with /")
 	}
 	switch {
 	case c.Cache.StaleIfError < 0:

@@ -27,6 +27,7 @@ Commands:
 
 	serve     run the standalone gateway: a GOPROXY server on 127.0.0.1:8080
 	extproc   run the mesh sidecar: the ext_proc gRPC server Envoy streams requests to
+	xds       run the control plane alone: upstream clusters for the gateway Envoy over ADS
 	cache     show cache statistics or purge a module from a running gateway
 	ledger    list or verify the private-module checksum ledger
 	certs     create a development CA and mesh certificates
@@ -54,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		err = serve(ctx, rest, stdout, stderr)
+	case "xds":
+		err = xdsCmd(ctx, rest, stdout, stderr)
 	case "extproc":
 		err = extprocCmd(ctx, rest, stdout, stderr)
 	case "cache":

@@ -12,15 +12,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
+	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
@@ -28,10 +29,12 @@ import (
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/extproc"
 	"github.com/modgate/modgate/gateway"
+	"github.com/modgate/modgate/health"
 	"github.com/modgate/modgate/ledger"
 	"github.com/modgate/modgate/policy"
 	"github.com/modgate/modgate/upstream"
 	"github.com/modgate/modgate/verify"
+	"github.com/modgate/modgate/xds"
 )
 
 const serveUsage = `Usage: modgate serve [flags]
@@ -58,6 +61,7 @@ Flags:
 type serveFlags struct {
 	config, listen, admin, audit string
 	extprocListen, blobListen    string
+	xdsListen                    string
 	cacheDir                     string
 	tlsCert, tlsKey, tlsClientCA string
 	logLevel                     string
@@ -75,6 +79,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.admin, "admin", "", "admin listener `address` for /healthz and /readyz (default 127.0.0.1:9100)")
 	fs.StringVar(&f.extprocListen, "extproc-listen", "", "ext_proc gRPC listener `address` for Envoy (default 127.0.0.1:9002)")
 	fs.StringVar(&f.blobListen, "blob-listen", "", "blob listener `address`: large cache hits Envoy is routed to (default 127.0.0.1:9003)")
+	fs.StringVar(&f.xdsListen, "xds-listen", "", "xDS (ADS) listener `address` for the gateway Envoy (default 127.0.0.1:18000)")
 	f.common(fs)
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate chain `file`")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key `file` for --tls-cert")
@@ -156,6 +161,7 @@ func runGateway(ctx context.Context, cmd string, f *serveFlags, stdout, stderr i
 	if err != nil {
 		return err
 	}
+	g.cfgPath = f.config
 	defer g.close()
 	return g.run(ctx)
 }
@@ -172,6 +178,7 @@ func (f *serveFlags) apply(cfg *fileConfig) {
 	set(&cfg.Audit, f.audit)
 	set(&cfg.ExtProcListen, f.extprocListen)
 	set(&cfg.BlobListen, f.blobListen)
+	set(&cfg.XDSListen, f.xdsListen)
 	set(&cfg.CacheDir, f.cacheDir)
 	set(&cfg.TLS.Cert, f.tlsCert)
 	set(&cfg.TLS.Key, f.tlsKey)
@@ -188,11 +195,19 @@ func (f *serveFlags) apply(cfg *fileConfig) {
 	if cfg.BlobListen == "" {
 		cfg.BlobListen = "127.0.0.1:9003"
 	}
+	if cfg.XDSListen == "" {
+		cfg.XDSListen = "127.0.0.1:18000"
+	}
 }
 
 // standalone is a running standalone gateway: its servers and what they share.
 type standalone struct {
 	cfg       *fileConfig
+	cfgPath   string // the file to reload on SIGHUP, "" if none
+	env       goEnv
+	client    *upstream.Client
+	health    *health.Registry
+	xds       *xds.Server
 	log       *slog.Logger
 	handler   *gateway.Handler
 	extproc   *extproc.Server
@@ -214,15 +229,9 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		return nil, err
 	}
 	g := &standalone{cfg: cfg, log: log}
-	var auditOut io.Writer = stdout
-	if cfg.Audit != "" {
-		g.auditFile, err = os.OpenFile(cfg.Audit, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		if err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
-		}
-		auditOut = g.auditFile
+	if err := g.openAudit(stdout); err != nil {
+		return nil, err
 	}
-	g.audit = audit.NewWriter(auditOut)
 	cc, err := cfg.cacheConfig()
 	if err != nil {
 		g.close()
@@ -239,13 +248,20 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		return nil, err
 	}
 	client := upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout})
-	if err := g.openVerifier(ctx, cfg, env, cc.Dir, set, client); err != nil {
+	g.client, g.env = client, env
+	g.health = newRegistry(cfg, set, g.audit, log)
+	if g.xds, err = xds.New(ctx, xds.Options{NodeID: cfg.XDS.NodeID, Health: g.health, BlobAddr: cfg.XDS.BlobAddr, Logger: log}); err != nil {
+		g.close()
+		return nil, err
+	}
+	if err := g.openVerifier(ctx, cfg, env, cc.Dir, g.health, client); err != nil {
 		g.close()
 		return nil, err
 	}
 	opts := extproc.Options{
 		Policy:              pol,
-		Upstreams:           set,
+		Upstreams:           g.health,
+		Health:              g.health,
 		Cache:               g.cache,
 		Verifier:            g.verifier,
 		Audit:               g.audit,
@@ -282,9 +298,23 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	return g, nil
 }
 
+// openAudit opens the audit sink: the configured file, or stdout.
+func (g *standalone) openAudit(stdout io.Writer) error {
+	out := stdout
+	if g.cfg.Audit != "" {
+		f, err := os.OpenFile(g.cfg.Audit, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		g.auditFile, out = f, f
+	}
+	g.audit = audit.NewWriter(out)
+	return nil
+}
+
 // openVerifier opens the private ledger and the checksum database state
 // under the cache directory, and the Verifier over them.
-func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEnv, cacheDir string, set *upstream.Set, client *upstream.Client) error {
+func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEnv, cacheDir string, ups extproc.Upstreams, client *upstream.Client) error {
 	key, err := cfg.sumDBKey(env)
 	if err != nil {
 		return err
@@ -299,7 +329,7 @@ func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEn
 		name, _, _ := strings.Cut(key, "+")
 		vc.Dir = filepath.Join(cacheDir, "sumdb")
 		vc.Fetch = func(ctx context.Context, p string) ([]byte, error) {
-			return client.Get(ctx, set.Candidates(false), "/sumdb/"+name+p, extproc.MaxSumDBBytes)
+			return client.Get(ctx, ups.Candidates(false), "/sumdb/"+name+p, extproc.MaxSumDBBytes)
 		}
 		vc.OnSecurityError = func(msg string) {
 			ev := &audit.Event{
@@ -387,7 +417,8 @@ func (g *standalone) run(ctx context.Context) error {
 		srv        server
 	}{
 		{"goproxy", g.cfg.Listen, proxyTLS, proxy},
-		{"extproc", g.cfg.ExtProcListen, nil, newGRPCServer(g.extproc)},
+		{"extproc", g.cfg.ExtProcListen, nil, newGRPCServer(g.extproc.Register)},
+		{"xds", g.cfg.XDSListen, nil, newGRPCServer(g.xds.Register)},
 		{"blob", g.cfg.BlobListen, nil, blob},
 		{"admin", g.cfg.Admin, nil, g.server(g.adminHandler())},
 	} {
@@ -408,6 +439,18 @@ func (g *standalone) run(ctx context.Context) error {
 			}
 		})
 	}
+	// The prober, the snapshot publisher and the config reloader run while
+	// the listeners do.
+	loops, stopLoops := context.WithCancel(ctx)
+	var lw sync.WaitGroup
+	pc := health.ProbeConfig{Client: g.client, Path: g.cfg.Health.ProbePath, Interval: g.cfg.Health.Interval, Timeout: g.cfg.Health.Timeout}
+	lw.Go(func() { g.health.RunProber(loops, pc) })
+	lw.Go(func() { g.xds.Run(loops) })
+	lw.Go(func() { g.reloadOnHUP(loops) })
+	defer func() {
+		stopLoops()
+		lw.Wait()
+	}()
 	g.ready.Store(true)
 	g.log.Info("ready")
 
@@ -437,23 +480,23 @@ func (g *standalone) run(ctx context.Context) error {
 // grpcServer is the ext_proc gRPC server with its health service.
 type grpcServer struct {
 	srv    *grpc.Server
-	health *health.Server
+	health *grpchealth.Server
 }
 
-// newGRPCServer serves the ExternalProcessor. Its keepalive policy accepts
-// Envoy's pings (grpc-go's default would end the connection with
-// too_many_pings), and it serves the gRPC health service.
-func newGRPCServer(ep *extproc.Server) *grpcServer {
+// newGRPCServer serves what register registers (the ExternalProcessor, or
+// ADS). Its keepalive policy accepts Envoy's pings (grpc-go's default would
+// end the connection with too_many_pings), and it serves the gRPC health
+// service.
+func newGRPCServer(register func(*grpc.Server)) *grpcServer {
 	srv := grpc.NewServer(
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.MaxRecvMsgSize(4<<20),
 	)
-	extprocv3.RegisterExternalProcessorServer(srv, ep)
-	h := health.NewServer()
+	register(srv)
+	h := grpchealth.NewServer()
 	healthpb.RegisterHealthServer(srv, h)
 	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	h.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return &grpcServer{srv: srv, health: h}
 }
 
@@ -535,4 +578,36 @@ func listen(name, addr string, tc *tls.Config, log *slog.Logger) (net.Listener, 
 	}
 	log.Info("listening", "listener", name, "addr", l.Addr().String(), "scheme", scheme)
 	return l, nil
+}
+
+// reloadOnHUP re-reads the config file on SIGHUP and applies a changed
+// upstream list (the health registry keeps the state of upstreams that
+// stay, and a new xDS snapshot follows). A file that does not load, or
+// whose upstreams are wrong, is refused and the running configuration
+// kept. Other fields take effect at the next start.
+func (g *standalone) reloadOnHUP(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if g.cfgPath == "" {
+			g.log.Warn("SIGHUP: no config file to reload")
+			continue
+		}
+		cfg, err := loadConfig(g.cfgPath)
+		if err == nil {
+			var set *upstream.Set
+			if set, err = cfg.upstreams(g.env); err == nil {
+				g.health.Configure(set)
+				g.log.Info("config reloaded", "file", g.cfgPath, "public", len(set.Public), "private", len(set.Private))
+				continue
+			}
+		}
+		g.log.Error("config reload refused; the running configuration stays", "file", g.cfgPath, "err", err)
+	}
 }

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/modgate/modgate/audit"
+	"github.com/modgate/modgate/health"
+	"github.com/modgate/modgate/upstream"
+	"github.com/modgate/modgate/xds"
+)
+
+const xdsUsage = `Usage: modgate xds [flags]
+
+Runs the control plane alone: an ADS server that publishes to the gateway
+Envoy (node id modgate-gateway by default) the clusters its bootstrap routes
+to — upstream_public (the first healthy public upstream), upstream_private
+(EDS, draining endpoints marked, removed ones gone), modgate_blob — from the
+upstreams in the configuration (default: go env GOPROXY) and their health.
+It probes every upstream (health.interval, default 5s); 3 failures in a row
+drain one, 2 successes bring it back, and a drained one is removed after
+health.drain_period. SIGHUP reloads the upstream list from --config; a bad
+file is refused and the running list kept. Health changes are audited.
+
+Flags:
+`
+
+// xdsCmd runs `modgate xds`.
+func xdsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f serveFlags
+	fs := flag.NewFlagSet("xds", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), xdsUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.xdsListen, "listen", "", "ADS listener `address` (default 127.0.0.1:18000)")
+	fs.StringVar(&f.config, "config", "", "YAML config `file` (modgate.yaml); none: defaults from go env")
+	fs.StringVar(&f.audit, "audit", "", "audit `file` for health changes, JSON lines appended (default stdout)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error (logs go to stderr)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("xds: unexpected argument %q", fs.Arg(0))}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return usageError{fmt.Sprintf("xds: --log-level: %v", err)}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg, err := loadConfig(f.config)
+	if err != nil {
+		return err
+	}
+	f.apply(cfg)
+	if cfg.XDSListen == "off" {
+		return usageError{"xds: the listener cannot be off"}
+	}
+	env, err := readGoEnv(ctx)
+	if err != nil {
+		return err
+	}
+	set, err := cfg.upstreams(env)
+	if err != nil {
+		return err
+	}
+
+	g := &standalone{cfg: cfg, cfgPath: f.config, env: env, log: log}
+	if err := g.openAudit(stdout); err != nil {
+		return err
+	}
+	defer g.close()
+	g.client = upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout})
+	g.health = newRegistry(cfg, set, g.audit, log)
+	if g.xds, err = xds.New(ctx, xds.Options{NodeID: cfg.XDS.NodeID, Health: g.health, BlobAddr: cfg.XDS.BlobAddr, Logger: log}); err != nil {
+		return err
+	}
+
+	l, err := listen("xds", cfg.XDSListen, nil, log)
+	if err != nil {
+		return err
+	}
+	srv := newGRPCServer(g.xds.Register)
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	wg.Go(func() { errc <- srv.Serve(l) })
+	loops, stop := context.WithCancel(ctx)
+	pc := health.ProbeConfig{Client: g.client, Path: cfg.Health.ProbePath, Interval: cfg.Health.Interval, Timeout: cfg.Health.Timeout}
+	wg.Go(func() { g.health.RunProber(loops, pc) })
+	wg.Go(func() { g.xds.Run(loops) })
+	wg.Go(func() { g.reloadOnHUP(loops) })
+	log.Info("ready")
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	stop()
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	wg.Wait()
+	if errors.Is(runErr, context.Canceled) {
+		runErr = nil
+	}
+	return runErr
+}
+
+// newRegistry is the health registry of set, whose changes are audited.
+func newRegistry(cfg *fileConfig, set *upstream.Set, aw *audit.Writer, log *slog.Logger) *health.Registry {
+	h := cfg.Health
+	return health.New(set, health.Config{
+		FailThreshold: h.FailThreshold, RecoverThreshold: h.RecoverThreshold, DrainPeriod: h.DrainPeriod, Logger: log,
+		OnChange: func(name string, from, to health.State) {
+			ev := &audit.Event{
+				Timestamp: time.Now().UTC(),
+				Event:     audit.EventFields{Action: "upstream-health", Outcome: audit.OutcomeSuccess, Reason: fmt.Sprintf("%s -> %s", from, to)},
+				Modgate:   audit.ModgateGroup{Upstream: name},
+			}
+			if to != health.Healthy {
+				ev.Event.Outcome = audit.OutcomeFailure
+			}
+			if err := aw.Record(ev); err != nil {
+				log.Error("audit event not recorded", "err", err)
+			}
+		},
+	})
+}

@@ -1,0 +1,225 @@
+// Package xds is modgate's control plane: an ADS server (go-control-plane)
+// that publishes to the gateway Envoy the upstream clusters its bootstrap
+// routes to, from modgate's configuration and the health registry.
+//
+//   - upstream_public: a LOGICAL_DNS cluster (TLS with SNI and a SAN check
+//     for https) for the first healthy public upstream in configured order.
+//     Envoy has no per-endpoint health for LOGICAL_DNS, so the control
+//     plane shifts traffic at the cluster level: when that upstream drains,
+//     the next snapshot points the cluster at the next healthy one.
+//   - upstream_private: an EDS cluster whose endpoints (IP literals) are the
+//     private upstreams: DRAINING ones marked so (out of load balancing),
+//     removed ones gone after the drain period.
+//   - modgate_blob: the sidecar's blob listener.
+//
+// Every resource passes envoy.ValidateResource and every snapshot is
+// Consistent() before it is set: go-control-plane re-sends a version Envoy
+// NACKed straight away, so one bad resource would become a tight NACK
+// loop. NACKs are logged and survived.
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/modgate/modgate/envoy"
+	"github.com/modgate/modgate/health"
+	"github.com/modgate/modgate/upstream"
+)
+
+// Defaults that the shipped gateway bootstrap agrees with (a test checks).
+const (
+	DefaultNodeID   = "modgate-gateway"
+	DefaultListen   = "127.0.0.1:18000"
+	DefaultBlobAddr = "modgate:9003"
+)
+
+// Options configures a Server. Health is required.
+type Options struct {
+	// NodeID is the gateway Envoy's node id. Default DefaultNodeID.
+	NodeID string
+	// Health is the upstreams and their health.
+	Health *health.Registry
+	// BlobAddr is host:port of the blob listener as the gateway reaches it.
+	// Default DefaultBlobAddr.
+	BlobAddr string
+	// Logger receives operational logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// A Server publishes snapshots over ADS.
+type Server struct {
+	opts  Options
+	log   *slog.Logger
+	cache cachev3.SnapshotCache
+	ads   serverv3.Server
+
+	mu      sync.Mutex
+	version int
+	last    *cachev3.Snapshot
+}
+
+// New returns a Server; ctx bounds the ADS streams' lives.
+func New(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Health == nil {
+		return nil, errors.New("xds: Health is required")
+	}
+	if opts.NodeID == "" {
+		opts.NodeID = DefaultNodeID
+	}
+	if opts.BlobAddr == "" {
+		opts.BlobAddr = DefaultBlobAddr
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{opts: opts, log: opts.Logger}
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, logAdapter{opts.Logger})
+	s.ads = serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
+		StreamRequestFunc: func(id int64, req *discoverygrpc.DiscoveryRequest) error {
+			if d := req.GetErrorDetail(); d != nil {
+				s.log.Warn("xds: Envoy rejected a snapshot (NACK)", "node", req.GetNode().GetId(), "type", req.GetTypeUrl(), "version", req.GetVersionInfo(), "error", d.GetMessage())
+			}
+			return nil
+		},
+	})
+	return s, nil
+}
+
+// Register serves ADS on g.
+func (s *Server) Register(g *grpc.Server) {
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.ads)
+}
+
+// Publish builds, checks and sets a new snapshot from the registry's
+// current state. A snapshot that fails its checks is not set: the last
+// good one stays.
+func (s *Server) Publish(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap, err := Build(strconv.Itoa(s.version+1), s.opts.Health, s.opts.BlobAddr)
+	if err != nil {
+		return err
+	}
+	if err := s.cache.SetSnapshot(ctx, s.opts.NodeID, snap); err != nil {
+		return fmt.Errorf("xds: setting snapshot: %w", err)
+	}
+	s.version++
+	s.last = snap
+	s.log.Info("xds: snapshot published", "version", s.version, "node", s.opts.NodeID)
+	return nil
+}
+
+// Run publishes a snapshot now and after every change of the registry,
+// until ctx ends.
+func (s *Server) Run(ctx context.Context) {
+	for {
+		// The snapshot built now covers any change already announced.
+		select {
+		case <-s.opts.Health.Changes():
+		default:
+		}
+		if err := s.Publish(ctx); err != nil {
+			s.log.Error("xds: snapshot not published; the last good one stays", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.opts.Health.Changes():
+		}
+	}
+}
+
+// endpoint is a private upstream with the status Envoy should see.
+type endpoint struct {
+	u      *upstream.Upstream
+	status corev3.HealthStatus
+}
+
+// Build makes the snapshot for the registry's state, validated.
+func Build(version string, reg *health.Registry, blobAddr string) (*cachev3.Snapshot, error) {
+	set := reg.Upstreams()
+	if len(set.Public) == 0 {
+		return nil, errors.New("xds: no public upstream")
+	}
+	// The first healthy public upstream; if none, the first not removed;
+	// if none, the first.
+	pub := set.Public[0]
+	for _, want := range []health.State{health.Healthy, health.Draining} {
+		if i := indexOf(set.Public, reg, want); i >= 0 {
+			pub = set.Public[i]
+			break
+		}
+	}
+	pc, err := publicCluster(pub)
+	if err != nil {
+		return nil, err
+	}
+	privC, err := privateCluster(set.Private)
+	if err != nil {
+		return nil, err
+	}
+	var eps []endpoint
+	for _, u := range set.Private {
+		switch reg.State(u.Name) {
+		case health.Healthy:
+			eps = append(eps, endpoint{u, corev3.HealthStatus_HEALTHY})
+		case health.Draining:
+			eps = append(eps, endpoint{u, corev3.HealthStatus_DRAINING})
+		}
+	}
+	cla, err := privateEndpoints(eps)
+	if err != nil {
+		return nil, err
+	}
+	bc, err := blobCluster(blobAddr)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range []proto.Message{pc, privC, bc, cla} {
+		if err := envoy.ValidateResource(m); err != nil {
+			return nil, fmt.Errorf("xds: invalid resource: %w", err)
+		}
+	}
+	snap, err := cachev3.NewSnapshot(version, map[resource.Type][]types.Resource{
+		resource.ClusterType:  {pc, privC, bc},
+		resource.EndpointType: {cla},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xds: %w", err)
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+func indexOf(ups []*upstream.Upstream, reg *health.Registry, st health.State) int {
+	for i, u := range ups {
+		if reg.State(u.Name) == st {
+			return i
+		}
+	}
+	return -1
+}
+
+// logAdapter gives go-control-plane's logger interface to slog.
+type logAdapter struct{ l *slog.Logger }
+
+func (a logAdapter) Debugf(format string, args ...any) { a.l.Debug(fmt.Sprintf(format, args...)) }
+func (a logAdapter) Infof(format string, args ...any)  { a.l.Debug(fmt.Sprintf(format, args...)) }
+func (a logAdapter) Warnf(format string, args ...any)  { a.l.Warn(fmt.Sprintf(format, args...)) }
+func (a logAdapter) Errorf(format string, args ...any) { a.l.Error(fmt.Sprintf(format, args...)) }
