@@ -34,7 +34,7 @@ func TestComposeFile(t *testing.T) {
 	if err := yaml.Unmarshal(data, &compose); err != nil {
 		t.Fatalf("docker-compose.yml: %v", err)
 	}
-	for _, name := range []string{"certs", "modgate", "gateway", "client-sidecar", "go-client", "validate"} {
+	for _, name := range []string{"certs", "modgate", "modgate-xds", "gateway", "client-sidecar", "go-client", "validate"} {
 		if _, ok := compose.Services[name]; !ok {
 			t.Errorf("docker-compose.yml has no service %q", name)
 		}
