@@ -50,6 +50,7 @@ type gatewayProc struct {
 	Admin   string // admin listener base URL
 	ExtProc string // ext_proc gRPC listener, host:port
 	Blob    string // blob listener base URL
+	XDS     string // xDS listener, host:port
 	audit   string // audit file
 	cmd     *exec.Cmd
 
@@ -104,6 +105,8 @@ func startModgate(t testing.TB, config string, flags ...string) *gatewayProc {
 					g.ExtProc = m[2]
 				case "blob":
 					g.Blob = url
+				case "xds":
+					g.XDS = m[2]
 				}
 			}
 			if strings.Contains(line, "msg=ready") {
