@@ -6,7 +6,7 @@ PKGS    := ./...
 # Flags for `make run`, e.g. make run ARGS='--config modgate.yaml'
 ARGS    ?=
 
-.PHONY: help build run test vet lint fmt-check fuzz bench bench-deps clean
+.PHONY: help build run test deps generate check-generated vet lint fmt-check fuzz bench bench-deps clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -17,8 +17,30 @@ build: ## build bin/modgate
 run: build ## build and start the standalone gateway on 127.0.0.1:8080 (defaults from go env)
 	./$(BIN) serve $(ARGS)
 
-test: fmt-check vet lint ## run every test (what CI runs)
+test: deps fmt-check vet lint check-generated ## install what the tests need, then run every test (what CI runs)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+# What the tests need beyond Go modules: clang, llvm and libbpf's headers to
+# regenerate the eBPF objects, iproute2 for the namespace tests. Installed
+# when missing and we are root (as CI is).
+deps:
+	@if ! command -v clang >/dev/null || ! command -v llvm-strip >/dev/null || ! test -f /usr/include/bpf/bpf_helpers.h || ! command -v ip >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang llvm libbpf-dev iproute2; \
+		else echo "not root: clang, llvm, libbpf-dev or iproute2 missing; the tests that need them will skip"; fi; \
+	fi
+
+BPF2GO_CFLAGS := -O2 -g -Wall -Werror -I/usr/include/$(shell uname -m)-linux-gnu
+
+generate: ## regenerate bpf/redirect_bpfel.{go,o} from bpf/redirect.c (needs clang)
+	cd bpf && BPF2GO_CFLAGS="$(BPF2GO_CFLAGS)" $(GO) generate ./...
+
+# CI regenerates the eBPF objects and fails if they differ from the
+# committed ones.
+check-generated:
+	@if ! command -v clang >/dev/null; then echo "check-generated: no clang, skipped"; exit 0; fi; \
+	$(MAKE) --no-print-directory generate && \
+	git diff --exit-code -- bpf/ || { echo "bpf/: the generated files differ from the committed ones: run make generate and commit them"; exit 1; }
 
 vet:
 	$(GO) vet $(PKGS)
