@@ -120,6 +120,9 @@ type ModgateGroup struct {
 	// Verification is how a fetched .mod or .zip was checked: verified,
 	// ledger, skipped, mismatch, or failed (could not be checked).
 	Verification string `json:"verification,omitempty"`
+	// OriginalDestination is where a redirected connection was going
+	// (host:port), for connections the transparent listener accepted.
+	OriginalDestination string `json:"original_destination,omitempty"`
 }
 
 // A Writer writes events as JSON lines to an io.Writer with group commit:

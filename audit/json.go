@@ -115,6 +115,7 @@ func (e *Event) appendJSON(b []byte) []byte {
 	b = mo.str(b, "upstream", m.Upstream, true)
 	b = mo.str(b, "cache", m.Cache, true)
 	b = mo.str(b, "verification", m.Verification, true)
+	b = mo.str(b, "original_destination", m.OriginalDestination, true)
 	b = mo.close(b)
 	return o.close(b)
 }

@@ -46,7 +46,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 			User:    &User{Name: "alice"},
 			URL:     &URL{},
 			HTTP:    &HTTP{},
-			Modgate: ModgateGroup{Module: "m", Version: "v", Kind: "k", SumDB: "s", Decision: "d", Rule: "r", Upstream: "u", Cache: "c", Verification: "verified"},
+			Modgate: ModgateGroup{Module: "m", Version: "v", Kind: "k", SumDB: "s", Decision: "d", Rule: "r", Upstream: "u", Cache: "c", Verification: "verified", OriginalDestination: "203.0.113.10:80"},
 		}},
 		{"empty nested", Event{Timestamp: ts, TLS: &TLS{Client: TLSClient{X509: &X509{}, Hash: &ClientHash{}}}, User: &User{}}},
 		{"hostile strings", Event{

@@ -223,6 +223,9 @@ type Client struct {
 	URISANs    []string       // its URI SANs (SPIFFE IDs)
 	CertSHA256 string         // hex SHA-256 of its DER encoding
 	User       string         // basic-auth user name
+	// OriginalDst is where a redirected connection was going, for
+	// connections the transparent listener accepted.
+	OriginalDst netip.AddrPort
 }
 
 // identity is the client's name for budgets: the strongest identity known.
@@ -603,6 +606,9 @@ func (x *Exchange) Done(status int, n int64, err error) {
 	}
 	if x.client.User != "" {
 		e.User = &audit.User{Name: x.client.User}
+	}
+	if x.client.OriginalDst.IsValid() {
+		e.Modgate.OriginalDestination = x.client.OriginalDst.String()
 	}
 	if x.parsed {
 		e.Modgate.Kind = x.req.Kind.String()

@@ -289,6 +289,9 @@ func clientOf(r *http.Request) extproc.Client {
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		c.Addr = ap
 	}
+	if ap, ok := r.Context().Value(origDstKey{}).(netip.AddrPort); ok {
+		c.OriginalDst = ap
+	}
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.PeerCertificates) > 0 {
 		cert := r.TLS.PeerCertificates[0]
 		c.Subject = cert.Subject.String()

@@ -82,8 +82,9 @@ func (w tbWriter) Write(p []byte) (int, error) {
 }
 
 type harness struct {
-	url    string
-	events *events
+	url     string
+	events  *events
+	handler http.Handler
 }
 
 type setup struct {
@@ -157,7 +158,7 @@ func start(t testing.TB, s setup) *harness {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &harness{url: srv.URL, events: ev}
+	return &harness{url: srv.URL, events: ev, handler: h}
 }
 
 // get sends a raw request target, so hostile paths reach the server as
@@ -574,4 +575,51 @@ func readBody(t *testing.T, resp *http.Response) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func TestTransparentOriginalDestinationAndTLS(t *testing.T) {
+	p := testproxy.Start(t, testproxy.Fixtures(t))
+	h := start(t, setup{public: []string{p.URL}, sumdb: p.VerifierKey})
+	// Stand in for a redirected connection: the listener's own address is
+	// what the accepted connection reports as its local address, as the
+	// original destination would be.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused sync.WaitGroup
+	refused.Add(1)
+	var refusedFrom string
+	srv := &http.Server{Handler: h.handler, ConnContext: gateway.TransparentConnContext}
+	go srv.Serve(gateway.RefuseTLS(l, func(c net.Conn) {
+		refusedFrom = c.RemoteAddr().String()
+		refused.Done()
+	}))
+	t.Cleanup(func() { srv.Close() })
+
+	resp, err := http.Get("http://" + l.Addr().String() + "/example.com/a/@v/list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	evs := h.events.wait(t, 1)
+	if len(evs) != 1 || evs[0].Modgate.OriginalDestination != l.Addr().String() {
+		t.Errorf("audit events = %+v, want original_destination %s", evs, l.Addr())
+	}
+
+	// A TLS handshake on a captured connection is refused, not served.
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00})
+	refused.Wait()
+	if refusedFrom != c.LocalAddr().String() {
+		t.Errorf("refused %s, want %s", refusedFrom, c.LocalAddr())
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := c.Read(make([]byte, 10)); err == nil {
+		t.Errorf("the TLS connection got %d bytes back, want it closed", n)
+	}
 }

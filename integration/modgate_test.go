@@ -51,6 +51,8 @@ type gatewayProc struct {
 	ExtProc string // ext_proc gRPC listener, host:port
 	Blob    string // blob listener base URL
 	XDS     string // xDS listener, host:port
+	// Transparent is the transparent listener, host:port, if it was asked for.
+	Transparent string
 	audit   string // audit file
 	cmd     *exec.Cmd
 
@@ -107,6 +109,8 @@ func startModgate(t testing.TB, config string, flags ...string) *gatewayProc {
 					g.Blob = url
 				case "xds":
 					g.XDS = m[2]
+				case "transparent":
+					g.Transparent = m[2]
 				}
 			}
 			if strings.Contains(line, "msg=ready") {

@@ -69,6 +69,9 @@ type ClientOptions struct {
 	// MaxRedirects is how many redirects a fetch follows. Default 5;
 	// negative follows none.
 	MaxRedirects int
+	// Mark, if not zero, is set (SO_MARK) on every upstream socket, so the
+	// transparent redirect exempts modgate's own connections.
+	Mark uint32
 	// Transport replaces the default transport (tests).
 	Transport http.RoundTripper
 }
@@ -92,6 +95,9 @@ func NewClient(opts ClientOptions) *Client {
 	rt := opts.Transport
 	if rt == nil {
 		dialer := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
+		if opts.Mark != 0 {
+			dialer.Control = markControl(opts.Mark)
+		}
 		rt = &http.Transport{
 			Proxy:                  http.ProxyFromEnvironment,
 			DialContext:            dialer.DialContext,

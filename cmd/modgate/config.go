@@ -43,6 +43,14 @@ type fileConfig struct {
 	// in an ImmediateResponse (Envoy holds it in memory); larger hits are
 	// routed to the blob listener. Default 256KiB.
 	ImmediateMaxBytes byteSize `yaml:"immediate_max_bytes"`
+	// TransparentListen is the transparent listener: connections the eBPF
+	// redirect (modgate redirect) hands over, served as plain-HTTP GOPROXY
+	// requests with their original destination audited. Default off.
+	TransparentListen string `yaml:"transparent_listen"`
+	// UpstreamMark is the socket mark (SO_MARK) on modgate's own upstream
+	// connections, which the redirect exempts. Default 0x539 when the
+	// transparent listener is on, else none.
+	UpstreamMark uint32 `yaml:"upstream_mark"`
 	// XDSListen is the xDS (ADS) listener the gateway Envoy gets its
 	// upstream clusters from. Default 127.0.0.1:18000; "off" disables it.
 	XDSListen string `yaml:"xds_listen"`

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -61,7 +62,7 @@ Flags:
 type serveFlags struct {
 	config, listen, admin, audit string
 	extprocListen, blobListen    string
-	xdsListen                    string
+	xdsListen, transparent       string
 	cacheDir                     string
 	tlsCert, tlsKey, tlsClientCA string
 	logLevel                     string
@@ -80,6 +81,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.extprocListen, "extproc-listen", "", "ext_proc gRPC listener `address` for Envoy (default 127.0.0.1:9002)")
 	fs.StringVar(&f.blobListen, "blob-listen", "", "blob listener `address`: large cache hits Envoy is routed to (default 127.0.0.1:9003)")
 	fs.StringVar(&f.xdsListen, "xds-listen", "", "xDS (ADS) listener `address` for the gateway Envoy (default 127.0.0.1:18000)")
+	fs.StringVar(&f.transparent, "transparent", "", "transparent listener `address` for connections the eBPF redirect hands over (default off; needs CAP_NET_ADMIN)")
 	f.common(fs)
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate chain `file`")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key `file` for --tls-cert")
@@ -179,6 +181,7 @@ func (f *serveFlags) apply(cfg *fileConfig) {
 	set(&cfg.ExtProcListen, f.extprocListen)
 	set(&cfg.BlobListen, f.blobListen)
 	set(&cfg.XDSListen, f.xdsListen)
+	set(&cfg.TransparentListen, f.transparent)
 	set(&cfg.CacheDir, f.cacheDir)
 	set(&cfg.TLS.Cert, f.tlsCert)
 	set(&cfg.TLS.Key, f.tlsKey)
@@ -197,6 +200,12 @@ func (f *serveFlags) apply(cfg *fileConfig) {
 	}
 	if cfg.XDSListen == "" {
 		cfg.XDSListen = "127.0.0.1:18000"
+	}
+	if cfg.TransparentListen == "" {
+		cfg.TransparentListen = "off"
+	}
+	if cfg.TransparentListen != "off" && cfg.UpstreamMark == 0 {
+		cfg.UpstreamMark = 0x539
 	}
 }
 
@@ -247,7 +256,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		g.close()
 		return nil, err
 	}
-	client := upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout})
+	client := upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout, Mark: cfg.UpstreamMark})
 	g.client, g.env = client, env
 	g.health = newRegistry(cfg, set, g.audit, log)
 	if g.xds, err = xds.New(ctx, xds.Options{NodeID: cfg.XDS.NodeID, Health: g.health, BlobAddr: cfg.XDS.BlobAddr, Logger: log}); err != nil {
@@ -425,6 +434,18 @@ func (g *standalone) run(ctx context.Context) error {
 		if err := add(l.name, l.addr, l.tc, l.srv); err != nil {
 			return err
 		}
+	}
+	if addr := g.cfg.TransparentListen; addr != "off" {
+		l, err := listenTransparent(addr)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		g.log.Info("listening", "listener", "transparent", "addr", l.Addr().String(), "scheme", "http")
+		srv := g.server(g.handler)
+		srv.ConnContext = gateway.TransparentConnContext
+		listeners = append(listeners, gateway.RefuseTLS(l, g.refuseTLS))
+		servers = append(servers, srv)
 	}
 	if len(servers) == 0 {
 		return errors.New("every listener is off")
@@ -609,5 +630,21 @@ func (g *standalone) reloadOnHUP(ctx context.Context) {
 			}
 		}
 		g.log.Error("config reload refused; the running configuration stays", "file", g.cfgPath, "err", err)
+	}
+}
+
+// refuseTLS audits a captured connection that started a TLS handshake,
+// which the transparent listener does not serve yet.
+func (g *standalone) refuseTLS(c net.Conn) {
+	ev := &audit.Event{
+		Timestamp: time.Now().UTC(),
+		Event:     audit.EventFields{Action: "transparent-tls-refused", Outcome: audit.OutcomeFailure, Reason: "TLS on a captured connection is not served yet: connection closed"},
+		Modgate:   audit.ModgateGroup{OriginalDestination: c.LocalAddr().String()},
+	}
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		ev.Source = &audit.Source{IP: ap.Addr().Unmap().String(), Port: ap.Port()}
+	}
+	if err := g.audit.Record(ev); err != nil {
+		g.log.Error("audit event not recorded", "err", err)
 	}
 }
