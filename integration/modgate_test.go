@@ -53,8 +53,8 @@ type gatewayProc struct {
 	XDS     string // xDS listener, host:port
 	// Transparent is the transparent listener, host:port, if it was asked for.
 	Transparent string
-	audit   string // audit file
-	cmd     *exec.Cmd
+	audit       string // audit file
+	cmd         *exec.Cmd
 
 	stop     func(t testing.TB) // SIGTERM, and wait for a clean exit; once
 	stopOnce sync.Once
