@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -132,29 +131,15 @@ Flags:
 
 // cacheCmd runs `modgate cache`.
 func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cache", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), cacheUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("cache", cacheUsage, stderr)
 	admin := fs.String("admin", "127.0.0.1:9100", "admin listener `address` of the running modgate serve")
-	if len(args) == 0 {
-		fs.Usage()
-		return usageError{"cache: missing subcommand: stats or purge"}
-	}
-	sub := args[0]
-	if sub == "-h" || sub == "-help" || sub == "--help" {
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	if err := fs.Parse(args[1:]); err != nil {
+	sub, err := parseSub(fs, args, "stats", "purge")
+	if err != nil {
 		return err
 	}
 	base := "http://" + *admin
 	client := &http.Client{Timeout: 30 * time.Second}
 	var req *http.Request
-	var err error
 	switch sub {
 	case "stats":
 		if fs.NArg() != 0 {
@@ -169,8 +154,6 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usageError{fmt.Sprintf("cache purge: %v", perr)}
 		}
 		req, err = http.NewRequestWithContext(ctx, http.MethodPost, base+"/cache/purge?module="+url.QueryEscape(fs.Arg(0)), nil)
-	default:
-		return usageError{fmt.Sprintf("cache: unknown subcommand %q: want stats or purge", sub)}
 	}
 	if err != nil {
 		return err

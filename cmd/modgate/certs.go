@@ -9,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/big"
@@ -39,12 +38,7 @@ Flags:
 
 // certsCmd runs `modgate certs`.
 func certsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), certsUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("certs", certsUsage, stderr)
 	out := fs.String("out", "", "`directory` to write the files to (required)")
 	spiffe := fs.String("spiffe-id", "spiffe://modgate.local/ns/default/sa/go-client", "the client certificate's URI SAN")
 	hosts := fs.String("gateway-hosts", "gateway,localhost,127.0.0.1", "comma-separated DNS names and IPs of the gateway certificate")

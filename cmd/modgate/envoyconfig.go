@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -37,28 +36,11 @@ const maxEnvoyConfig = 4 << 20
 
 // envoyConfigCmd runs `modgate envoy-config`.
 func envoyConfigCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("envoy-config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), envoyConfigUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("envoy-config", envoyConfigUsage, stderr)
 	root := fs.String("root", "", "look up the files a config names under this `directory`")
 	noFiles := fs.Bool("no-files", false, "do not check that the files a config names exist")
-	if len(args) == 0 {
-		fs.Usage()
-		return usageError{"envoy-config: missing subcommand: validate"}
-	}
-	sub := args[0]
-	if sub == "-h" || sub == "-help" || sub == "--help" {
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	if err := fs.Parse(args[1:]); err != nil {
+	if _, err := parseSub(fs, args, "validate"); err != nil {
 		return err
-	}
-	if sub != "validate" {
-		return usageError{fmt.Sprintf("envoy-config: unknown subcommand %q: want validate", sub)}
 	}
 	if *root != "" && *noFiles {
 		return usageError{"envoy-config validate: --root and --no-files exclude each other"}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -32,28 +31,12 @@ Flags:
 
 // ledgerCmd runs `modgate ledger`.
 func ledgerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("ledger", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), ledgerUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("ledger", ledgerUsage, stderr)
 	cacheDir := fs.String("cache-dir", "", "cache `directory` holding the ledger (default: as modgate serve's)")
 	config := fs.String("config", "", "read cache_dir from this modgate.yaml `file`")
-	if len(args) == 0 {
-		fs.Usage()
-		return usageError{"ledger: missing subcommand: list or verify"}
-	}
-	sub := args[0]
-	if sub == "-h" || sub == "-help" || sub == "--help" {
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	if err := fs.Parse(args[1:]); err != nil {
+	sub, err := parseSub(fs, args, "list", "verify")
+	if err != nil {
 		return err
-	}
-	if sub != "list" && sub != "verify" {
-		return usageError{fmt.Sprintf("ledger: unknown subcommand %q: want list or verify", sub)}
 	}
 	if fs.NArg() != 0 {
 		return usageError{fmt.Sprintf("ledger %s: takes no arguments", sub)}

@@ -14,6 +14,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 )
 
@@ -95,3 +97,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
+
+// newFlagSet returns the flag set of a command whose --help prints usage
+// and then the flags.
+func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseSub parses the arguments of a command with subcommands, `SUB
+// [flags]`: it returns SUB, one of subs, with fs parsed from the rest.
+func parseSub(fs *flag.FlagSet, args []string, subs ...string) (string, error) {
+	want := strings.Join(subs, " or ")
+	if len(args) == 0 {
+		fs.Usage()
+		return "", usageError{fmt.Sprintf("%s: missing subcommand: %s", fs.Name(), want)}
+	}
+	sub := args[0]
+	if sub == "-h" || sub == "-help" || sub == "--help" {
+		fs.Usage()
+		return "", flag.ErrHelp
+	}
+	if !slices.Contains(subs, sub) {
+		return "", usageError{fmt.Sprintf("%s: unknown subcommand %q: want %s", fs.Name(), sub, want)}
+	}
+	return sub, fs.Parse(args[1:])
+}

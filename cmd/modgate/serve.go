@@ -70,12 +70,7 @@ type serveFlags struct {
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f serveFlags
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), serveUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("serve", serveUsage, stderr)
 	fs.StringVar(&f.listen, "listen", "", "GOPROXY listener `address` (default 127.0.0.1:8080)")
 	fs.StringVar(&f.admin, "admin", "", "admin listener `address` for /healthz and /readyz (default 127.0.0.1:9100)")
 	fs.StringVar(&f.extprocListen, "extproc-listen", "", "ext_proc gRPC listener `address` for Envoy (default 127.0.0.1:9002)")
@@ -110,12 +105,7 @@ Flags:
 // extprocCmd runs `modgate extproc`.
 func extprocCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f serveFlags
-	fs := flag.NewFlagSet("extproc", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), extprocUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("extproc", extprocUsage, stderr)
 	fs.StringVar(&f.extprocListen, "listen", "", "ext_proc gRPC listener `address` (default 127.0.0.1:9002)")
 	fs.StringVar(&f.blobListen, "blob-listen", "", "blob listener `address` (default 127.0.0.1:9003)")
 	fs.StringVar(&f.admin, "admin", "", "admin listener `address` for /healthz, /readyz and the cache commands (default 127.0.0.1:9100)")

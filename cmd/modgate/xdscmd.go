@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,12 +33,7 @@ Flags:
 // xdsCmd runs `modgate xds`.
 func xdsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f serveFlags
-	fs := flag.NewFlagSet("xds", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), xdsUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("xds", xdsUsage, stderr)
 	fs.StringVar(&f.xdsListen, "listen", "", "ADS listener `address` (default 127.0.0.1:18000)")
 	fs.StringVar(&f.config, "config", "", "YAML config `file` (modgate.yaml); none: defaults from go env")
 	fs.StringVar(&f.audit, "audit", "", "audit `file` for health changes, JSON lines appended (default stdout)")
