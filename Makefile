@@ -40,7 +40,7 @@ generate: ## regenerate bpf/redirect_bpfel.{go,o} from bpf/redirect.c (needs cla
 check-generated:
 	@if ! command -v clang >/dev/null; then echo "check-generated: no clang, skipped"; exit 0; fi; \
 	$(MAKE) --no-print-directory generate && \
-	git diff --exit-code -- bpf/ || { echo "bpf/: the generated files differ from the committed ones: run make generate and commit them"; exit 1; }
+	git diff --exit-code -- bpf/redirect_bpfel.go bpf/redirect_bpfel.o || { echo "bpf/: the generated files differ from the committed ones: run make generate and commit them"; exit 1; }
 
 vet:
 	$(GO) vet $(PKGS)

@@ -19,39 +19,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Verdict is what a program did with a packet; Counters counts each.
-type Verdict uint32
-
-// The verdicts, in redirect.c's order (enum verdict).
-const (
-	NotTCP       Verdict = iota // not IPv4/IPv6 TCP: passed
-	NoMatch                     // not a captured destination: passed
-	Exempt                      // the proxy's own marked traffic: passed
-	Redirected                  // capture_egress: sent into lo's ingress
-	Assigned                    // capture_ingress: given to a socket
-	NoSocket                    // captured, no proxy socket: dropped
-	AssignFailed                // captured, bpf_sk_assign refused: dropped
-	numVerdicts
-)
-
-var verdictNames = [...]string{"not-tcp", "no-match", "exempt", "redirected", "assigned", "no-socket", "assign-failed"}
-
-func (v Verdict) String() string {
-	if v < numVerdicts {
-		return verdictNames[v]
-	}
-	return fmt.Sprintf("Verdict(%d)", uint32(v))
-}
-
-// Settings are the programs' scalar configuration.
-type Settings struct {
-	ProxyPort  uint16 // the proxy's listening port
-	ExemptMark uint32 // packets whose mark & ExemptMask == ExemptMark pass (the proxy's own)
-	ExemptMask uint32 // 0 disables the exemption
-	RouteMark  uint32 // set on captured packets, for the local policy route
-	LoIfindex  uint32 // where capture_egress redirects (in-pod shape)
-}
-
 // A Program is the loaded redirect programs and their maps.
 type Program struct {
 	objs redirectObjects
@@ -95,39 +62,31 @@ func (p *Program) Configure(s Settings) error {
 }
 
 // Capture sets the destinations to capture: TCP to any of ports at an
-// address in any of prefixes. It replaces what was there.
+// address in any of prefixes. It replaces what was there, adding the new
+// entries before deleting the stale ones, so that a destination captured
+// before and after the change is never let through in between.
 func (p *Program) Capture(prefixes []netip.Prefix, ports []uint16) error {
-	if err := clearMap(p.objs.CaptureV4); err != nil {
-		return err
-	}
-	if err := clearMap(p.objs.CaptureV6); err != nil {
-		return err
-	}
-	if err := clearMap(p.objs.CapturePorts); err != nil {
-		return err
-	}
-	one := uint8(1)
+	var v4 []redirectLpmV4
+	var v6 []redirectLpmV6
 	for _, pfx := range prefixes {
 		pfx = pfx.Masked()
-		var err error
 		if pfx.Addr().Is4() {
-			k := redirectLpmV4{Prefixlen: uint32(pfx.Bits()), Addr: pfx.Addr().As4()}
-			err = p.objs.CaptureV4.Put(&k, &one)
+			v4 = append(v4, redirectLpmV4{Prefixlen: uint32(pfx.Bits()), Addr: pfx.Addr().As4()})
 		} else {
-			k := redirectLpmV6{Prefixlen: uint32(pfx.Bits()), Addr: pfx.Addr().As16()}
-			err = p.objs.CaptureV6.Put(&k, &one)
-		}
-		if err != nil {
-			return fmt.Errorf("capture %s: %w", pfx, err)
+			v6 = append(v6, redirectLpmV6{Prefixlen: uint32(pfx.Bits()), Addr: pfx.Addr().As16()})
 		}
 	}
-	for _, port := range ports {
-		k := htons(port)
-		if err := p.objs.CapturePorts.Put(&k, &one); err != nil {
-			return fmt.Errorf("capture port %d: %w", port, err)
-		}
+	keys := make([]uint16, len(ports))
+	for i, port := range ports {
+		keys[i] = htons(port)
 	}
-	return nil
+	if err := replaceKeys(p.objs.CapturePorts, keys); err != nil {
+		return err
+	}
+	if err := replaceKeys(p.objs.CaptureV4, v4); err != nil {
+		return err
+	}
+	return replaceKeys(p.objs.CaptureV6, v6)
 }
 
 // Counters returns how many packets got each verdict, over all CPUs.
@@ -145,21 +104,32 @@ func (p *Program) Counters() (map[Verdict]uint64, error) {
 	return out, nil
 }
 
-// clearMap empties a hash or LPM map.
-func clearMap(m *ebpf.Map) error {
-	var keys [][]byte
-	var k []byte
+// replaceKeys makes keys (with value 1) the only entries of the hash or
+// LPM map m: it adds them, then deletes the others.
+func replaceKeys[K comparable](m *ebpf.Map, keys []K) error {
+	one := uint8(1)
+	keep := make(map[K]bool, len(keys))
+	for _, k := range keys {
+		keep[k] = true
+		if err := m.Put(&k, &one); err != nil {
+			return fmt.Errorf("update %s: %w", m, err)
+		}
+	}
+	var stale []K
+	var k K
+	var v uint8
 	it := m.Iterate()
-	var v []byte
 	for it.Next(&k, &v) {
-		keys = append(keys, append([]byte(nil), k...))
+		if !keep[k] {
+			stale = append(stale, k)
+		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("clear %s: %w", m, err)
+		return fmt.Errorf("update %s: %w", m, err)
 	}
-	for _, key := range keys {
-		if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("clear %s: %w", m, err)
+	for _, k := range stale {
+		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("update %s: %w", m, err)
 		}
 	}
 	return nil

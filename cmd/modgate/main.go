@@ -33,6 +33,7 @@ Commands:
 	cache     show cache statistics or purge a module from a running gateway
 	ledger    list or verify the private-module checksum ledger
 	certs     create a development CA and mesh certificates
+	redirect  attach, detach or inspect the eBPF transparent redirect (root)
 	envoy-config
 	          validate Envoy bootstraps strictly, without Envoy
 	help      print this help, or a command's: modgate help serve
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cacheCmd(ctx, rest, stdout, stderr)
 	case "envoy-config":
 		err = envoyConfigCmd(ctx, rest, stdout, stderr)
+	case "redirect":
+		err = redirectCmd(ctx, rest, stdout, stderr)
 	case "certs":
 		err = certsCmd(ctx, rest, stdout, stderr)
 	case "ledger":
