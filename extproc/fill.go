@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
 	"golang.org/x/mod/module"
 
@@ -41,6 +42,7 @@ type Fill struct {
 	excerpt  []byte // of a 404/410 body
 	landed   bool
 	result   FillResult
+	mark     time.Time // when the current upstream was asked
 }
 
 // FillResult is what a Fill leaves for the requests that waited for it.
@@ -69,7 +71,18 @@ func (x *Exchange) newFill(f *cache.Flight[FillResult], key string, candidates [
 		class:      x.class,
 		candidates: candidates,
 		log:        x.logger().With("fill", key),
+		mark:       x.p.now(),
 	}
+}
+
+// observe reports how long the current upstream took to answer, and
+// starts the clock for the next one.
+func (f *Fill) observe(upstream, outcome string) {
+	now := f.p.now()
+	if f.p.observer != nil {
+		f.p.observer.UpstreamFetch(upstream, outcome, now.Sub(f.mark))
+	}
+	f.mark = now
 }
 
 // Candidates returns the upstreams to try, in order.
@@ -90,6 +103,7 @@ func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.H
 	last := i == len(f.candidates)-1
 	switch {
 	case status == http.StatusOK:
+		f.observe(u.Name, "ok")
 		f.report(u.Name, true)
 		limit := f.bodyLimit()
 		if n := contentLength(h); n > limit {
@@ -104,6 +118,7 @@ func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.H
 		return Response{Action: Store, Limit: limit}
 
 	case status == http.StatusNotFound || status == http.StatusGone:
+		f.observe(u.Name, "not_found")
 		f.report(u.Name, true)
 		if !last {
 			return Response{Action: Next}
@@ -116,6 +131,7 @@ func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.H
 		f.status, f.limit = status, MaxExcerptBytes
 		return Response{Action: Store, Limit: MaxExcerptBytes, Excerpt: true}
 	}
+	f.observe(u.Name, "error")
 	if status >= 500 {
 		f.report(u.Name, false)
 	}
@@ -134,6 +150,7 @@ func (f *Fill) report(name string, ok bool) {
 func (f *Fill) UpstreamFailed(ctx context.Context, i int, err error) Response {
 	u := f.candidates[i]
 	f.upstream = u.Name
+	f.observe(u.Name, "error")
 	if ctx.Err() == nil { // not our own fill's deadline
 		f.report(u.Name, false)
 	}
@@ -191,6 +208,11 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 			f.abortWriter()
 			ve := &verifyError{err: err}
 			res.err, res.verification = ve, ve.result()
+		}
+		if f.p.observer != nil && res.verification != "" {
+			f.p.observer.Verification(res.verification)
+		}
+		if err != nil {
 			break
 		}
 		e, err := f.w.Commit()

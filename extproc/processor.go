@@ -115,6 +115,14 @@ type Verifier interface {
 	Zip(path, version, file string, private bool) (verify.Result, error)
 }
 
+// Observer takes the processor's measurements (the metrics). Its methods
+// must not block.
+type Observer interface {
+	Request(kind string, status int, cache string, d time.Duration)
+	UpstreamFetch(upstream, outcome string, d time.Duration)
+	Verification(result string)
+}
+
 // Budget rations misses per client and per module ("" for none). Charge
 // reports whether the miss may go upstream and, if not, which budget
 // refused and when to retry.
@@ -138,6 +146,8 @@ type Options struct {
 	Budget Budget
 	// Health receives passive health reports. Default: none.
 	Health Health
+	// Observer receives measurements. Default: none.
+	Observer Observer
 	// Audit receives exactly one event per request.
 	Audit Auditor
 	// MaxTarget limits the request target in bytes. Default
@@ -163,6 +173,7 @@ type Processor struct {
 	verifier  Verifier
 	budget    Budget
 	health    Health
+	observer  Observer
 	audit     Auditor
 	maxTarget int
 	passPriv  bool
@@ -192,6 +203,7 @@ func New(opts Options) (*Processor, error) {
 		verifier:  opts.Verifier,
 		budget:    opts.Budget,
 		health:    opts.Health,
+		observer:  opts.Observer,
 		audit:     opts.Audit,
 		maxTarget: opts.MaxTarget,
 		passPriv:  opts.PassPrivateNotFound,
@@ -618,6 +630,9 @@ func (x *Exchange) Done(status int, n int64, err error) {
 	}
 	if err := x.p.audit.Record(e); err != nil {
 		x.logger().Error("audit event not recorded", "err", err)
+	}
+	if x.p.observer != nil {
+		x.p.observer.Request(e.Modgate.Kind, status, x.cache, end.Sub(x.start))
 	}
 }
 

@@ -57,6 +57,16 @@ type ServerOptions struct {
 	ExtendTo time.Duration
 	// Logger receives operational logs. Default: the Processor's.
 	Logger *slog.Logger
+	// Observer receives stream counts and phase latencies. Default: none.
+	Observer StreamObserver
+}
+
+// StreamObserver takes the Server's measurements. Its methods must not
+// block.
+type StreamObserver interface {
+	StreamStarted()
+	StreamEnded(ok bool)
+	Phase(phase string, d time.Duration)
 }
 
 // A Server is the envoy.service.ext_proc.v3.ExternalProcessor over a
@@ -112,9 +122,16 @@ type stream struct {
 // or Canceled when it resets it) is a normal end.
 func (s *Server) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 	st := &stream{s: s, srv: srv}
+	if o := s.opts.Observer; o != nil {
+		o.StreamStarted()
+	}
+	var procErr error
 	defer func() {
 		if st.x != nil {
 			st.x.Done(st.status, st.bytes, st.cut)
+		}
+		if o := s.opts.Observer; o != nil {
+			o.StreamEnded(procErr == nil)
 		}
 	}()
 	ctx := srv.Context()
@@ -130,10 +147,15 @@ func (s *Server) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 			st.cut = err
 			return err
 		}
+		start := time.Now()
 		resp, err := st.handle(ctx, req)
+		if o := s.opts.Observer; o != nil {
+			o.Phase(phaseName(req), time.Since(start))
+		}
 		if err != nil {
 			st.cut = err
-			return status.Error(codes.InvalidArgument, err.Error())
+			procErr = status.Error(codes.InvalidArgument, err.Error())
+			return procErr
 		}
 		if resp == nil {
 			continue
@@ -143,6 +165,19 @@ func (s *Server) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 			return err
 		}
 	}
+}
+
+// phaseName names a message's phase for the metrics.
+func phaseName(req *extprocv3.ProcessingRequest) string {
+	switch req.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		return "request_headers"
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return "response_headers"
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return "response_body"
+	}
+	return "other"
 }
 
 // handle answers one message; a nil reply with a nil error sends nothing.

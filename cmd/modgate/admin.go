@@ -20,8 +20,8 @@ import (
 	"github.com/modgate/modgate/cache"
 )
 
-// adminHandler serves the admin listener: health, readiness, and the
-// cache operations behind `modgate cache`.
+// adminHandler serves the admin listener: health, readiness, metrics,
+// profiles, and the cache operations behind `modgate cache`.
 func (g *standalone) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -39,6 +39,7 @@ func (g *standalone) adminHandler() http.Handler {
 		json.NewEncoder(w).Encode(g.cache.Stats())
 	})
 	mux.HandleFunc("POST /cache/purge", g.purge)
+	mux.Handle("GET /metrics", g.metrics.Handler())
 	// Profiles, for operators: the admin listener is loopback-only by default.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

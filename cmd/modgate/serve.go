@@ -32,6 +32,7 @@ import (
 	"github.com/modgate/modgate/gateway"
 	"github.com/modgate/modgate/health"
 	"github.com/modgate/modgate/ledger"
+	"github.com/modgate/modgate/metrics"
 	"github.com/modgate/modgate/policy"
 	"github.com/modgate/modgate/upstream"
 	"github.com/modgate/modgate/verify"
@@ -206,6 +207,7 @@ type standalone struct {
 	env       goEnv
 	client    *upstream.Client
 	health    *health.Registry
+	metrics   *metrics.Metrics
 	xds       *xds.Server
 	log       *slog.Logger
 	handler   *gateway.Handler
@@ -248,7 +250,9 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	}
 	client := upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout, Mark: cfg.UpstreamMark})
 	g.client, g.env = client, env
-	g.health = newRegistry(cfg, set, g.audit, log)
+	g.metrics = metrics.New()
+	g.metrics.Register(metrics.CacheCollector(g.cache.Stats))
+	g.health = newRegistry(cfg, set, g.audit, g.metrics, log)
 	if g.xds, err = xds.New(ctx, xds.Options{NodeID: cfg.XDS.NodeID, Health: g.health, BlobAddr: cfg.XDS.BlobAddr, Logger: log}); err != nil {
 		g.close()
 		return nil, err
@@ -263,6 +267,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		Health:              g.health,
 		Cache:               g.cache,
 		Verifier:            g.verifier,
+		Observer:            g.metrics,
 		Audit:               g.audit,
 		MaxTarget:           cfg.Limits.MaxTargetBytes,
 		PassPrivateNotFound: cfg.PassPrivateNotFound,
@@ -276,7 +281,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		g.close()
 		return nil, err
 	}
-	g.extproc = extproc.NewServer(proc, extproc.ServerOptions{MaxImmediateBytes: int64(cfg.ImmediateMaxBytes), Logger: log})
+	g.extproc = extproc.NewServer(proc, extproc.ServerOptions{MaxImmediateBytes: int64(cfg.ImmediateMaxBytes), Logger: log, Observer: g.metrics})
 	g.handler, err = gateway.New(gateway.Options{
 		Processor:    proc,
 		Client:       client,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/health"
+	"github.com/modgate/modgate/metrics"
 	"github.com/modgate/modgate/upstream"
 	"github.com/modgate/modgate/xds"
 )
@@ -72,7 +73,8 @@ func xdsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer g.close()
 	g.client = upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout})
-	g.health = newRegistry(cfg, set, g.audit, log)
+	g.metrics = metrics.New()
+	g.health = newRegistry(cfg, set, g.audit, g.metrics, log)
 	if g.xds, err = xds.New(ctx, xds.Options{NodeID: cfg.XDS.NodeID, Health: g.health, BlobAddr: cfg.XDS.BlobAddr, Logger: log}); err != nil {
 		return err
 	}
@@ -111,11 +113,15 @@ func xdsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 // newRegistry is the health registry of set, whose changes are audited.
-func newRegistry(cfg *fileConfig, set *upstream.Set, aw *audit.Writer, log *slog.Logger) *health.Registry {
+func newRegistry(cfg *fileConfig, set *upstream.Set, aw *audit.Writer, m *metrics.Metrics, log *slog.Logger) *health.Registry {
 	h := cfg.Health
+	for _, u := range append(set.Public, set.Private...) {
+		m.UpstreamState(u.Name, health.Healthy.String())
+	}
 	return health.New(set, health.Config{
 		FailThreshold: h.FailThreshold, RecoverThreshold: h.RecoverThreshold, DrainPeriod: h.DrainPeriod, Logger: log,
 		OnChange: func(name string, from, to health.State) {
+			m.UpstreamState(name, to.String())
 			ev := &audit.Event{
 				Timestamp: time.Now().UTC(),
 				Event:     audit.EventFields{Action: "upstream-health", Outcome: audit.OutcomeSuccess, Reason: fmt.Sprintf("%s -> %s", from, to)},
