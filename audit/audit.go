@@ -1,5 +1,6 @@
 // Package audit defines modgate's audit event and writes events as JSON
-// lines.
+// lines that form a hash chain, so that editing, deleting, reordering or
+// truncating the log afterwards can be detected (Verify).
 //
 // An Event uses Elastic Common Schema (ECS) field names, nested as ECS's
 // canonical JSON form: "@timestamp", "event.outcome", "source.ip",
@@ -7,18 +8,42 @@
 // for what ECS has no field for (module, version, kind, upstream, cache
 // status, decision).
 //
+// # The chain
+//
+// Every line a Writer writes ends with a top-level "chain" object:
+//
+//	{"@timestamp":…,"event":{…},…,"modgate":{…},"chain":{"seq":42,"prev":"9f86d0…"}}
+//
+// seq counts lines from 1; prev is the lower-case hex SHA-256 of the
+// previous line's bytes, without its newline ("000…0", 64 zeros, for the
+// first line ever). The chain is assigned by the Writer's one writing
+// goroutine in file order, so concurrent Records cannot interleave it. Two
+// optional members record what is not tampering but is worth knowing:
+// "dropped", the events dropped since the previous line because the queue
+// was full (see Overflow), and "torn", the hex SHA-256 of a torn line that
+// a restart recovered (see OpenFile). Each line is exactly what
+// encoding/json writes for the Event with its Chain.
+//
+// A file Writer (OpenFile) rotates by size and continues one chain across
+// rotated files and restarts; Verify checks a set of files in chain order
+// and names the first line that was edited, deleted, moved or cut short,
+// and the first missing file.
+//
+// The chain has no secret: it makes tampering evident to whoever holds an
+// earlier anchor (a seq and line hash, such as Report.LastHash, kept
+// elsewhere), not impossible. Without one, someone who can rewrite the
+// files could rewrite a consistent chain; the last lines of a log, and
+// lines removed from its very start or end, can only be checked against
+// such an anchor.
+//
 // The processor emits exactly one Event per request, whatever happened to
 // it; this package only encodes and writes them. A Writer is safe for
-// concurrent use; lines never interleave, and none is dropped.
+// concurrent use; lines never interleave, and none is lost silently: an
+// event that cannot be queued is counted, reported to the caller, and
+// recorded in the chain of the next line.
 package audit
 
-import (
-	"errors"
-	"fmt"
-	"io"
-	"sync"
-	"time"
-)
+import "time"
 
 // Outcome values for Event.Event.Outcome (ECS event.outcome).
 const (
@@ -36,7 +61,43 @@ type Event struct {
 	URL       *URL         `json:"url,omitempty"`
 	HTTP      *HTTP        `json:"http,omitempty"`
 	Modgate   ModgateGroup `json:"modgate"`
+	// Chain links the line to the one before it. The Writer sets it as it
+	// writes the line; Record ignores it.
+	Chain *Chain `json:"chain,omitempty"`
 }
+
+// Chain is the "chain" object every written line ends with.
+type Chain struct {
+	// Seq numbers the lines of a log from 1, across rotated files and
+	// restarts.
+	Seq uint64 `json:"seq"`
+	// Prev is the lower-case hex SHA-256 of the previous line, without its
+	// newline; GenesisPrev for the first line.
+	Prev string `json:"prev"`
+	// Dropped is how many events the Writer dropped, queue full, between
+	// the previous line and this one.
+	Dropped uint64 `json:"dropped,omitempty"`
+	// Torn is the hex SHA-256 of a torn line (a crash mid-write, no
+	// newline) just before this one, which a restart ended with a newline;
+	// it is set on the ActionRecovered event that follows it.
+	Torn string `json:"torn,omitempty"`
+}
+
+// GenesisPrev is Chain.Prev of the first line of a log.
+const GenesisPrev = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// Actions of the events the audit package writes itself.
+const (
+	// ActionRecovered records a torn final line found on OpenFile: the
+	// previous writer stopped mid-line. Its Chain.Torn names the line.
+	ActionRecovered = "audit-recovered"
+	// ActionChainStarted records that OpenFile could not continue the chain
+	// of the existing log (its last line is not a chained audit event) and
+	// started a new one.
+	ActionChainStarted = "audit-chain-started"
+	// ActionDropped records, on Close, events dropped since the last line.
+	ActionDropped = "audit-dropped"
+)
 
 // EventFields is ECS's event.* group.
 type EventFields struct {
@@ -123,119 +184,4 @@ type ModgateGroup struct {
 	// OriginalDestination is where a redirected connection was going
 	// (host:port), for connections the transparent listener accepted.
 	OriginalDestination string `json:"original_destination,omitempty"`
-}
-
-// A Writer writes events as JSON lines to an io.Writer with group commit:
-// Record encodes an event on the caller's goroutine and queues the line;
-// one goroutine of the Writer writes whatever is queued in one Write, as
-// soon as the previous Write returns. Under load many events share a
-// write; idle, each event is written at once. The queue is bounded: when
-// it holds MaxPending bytes, Record waits for room rather than drop an
-// event. Close writes what is queued and stops the goroutine.
-type Writer struct {
-	w          io.Writer
-	maxPending int
-	done       chan struct{} // closed when run returns
-
-	mu      sync.Mutex
-	cond    *sync.Cond // broadcast on every change of the fields below
-	pending []byte     // lines queued, not yet handed to w
-	spare   []byte     // the previous batch, reused
-	queued  int64      // bytes ever queued
-	written int64      // bytes ever handed to w (successfully or not)
-	err     error      // the first write error; sticky
-	closed  bool
-}
-
-// MaxPending is the most bytes a Writer queues before Record waits.
-const MaxPending = 4 << 20
-
-// lineBuf holds one encoded event between Record's encoding and queueing.
-type lineBuf struct{ b []byte }
-
-var bufPool = sync.Pool{New: func() any { return new(lineBuf) }}
-
-// NewWriter returns a Writer writing to w. The caller must Close it.
-func NewWriter(w io.Writer) *Writer {
-	aw := &Writer{w: w, maxPending: MaxPending, done: make(chan struct{})}
-	aw.cond = sync.NewCond(&aw.mu)
-	go aw.run()
-	return aw
-}
-
-// Record queues e as one line. It returns an error if the Writer is
-// closed, or if an earlier write failed (the event is still queued in that
-// case, but the sink is suspect).
-func (w *Writer) Record(e *Event) error {
-	buf := bufPool.Get().(*lineBuf)
-	defer bufPool.Put(buf)
-	buf.b = append(e.appendJSON(buf.b[:0]), '\n')
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for len(w.pending) >= w.maxPending && !w.closed {
-		w.cond.Wait()
-	}
-	if w.closed {
-		return errors.New("audit: writer closed")
-	}
-	w.pending = append(w.pending, buf.b...)
-	w.queued += int64(len(buf.b))
-	w.cond.Broadcast()
-	if w.err != nil {
-		return fmt.Errorf("write audit event: %w", w.err)
-	}
-	return nil
-}
-
-// run writes queued lines until the Writer is closed and drained.
-func (w *Writer) run() {
-	defer close(w.done)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for {
-		for len(w.pending) == 0 && !w.closed {
-			w.cond.Wait()
-		}
-		if len(w.pending) == 0 {
-			return // closed and drained
-		}
-		batch := w.pending
-		w.pending, w.spare = w.spare[:0], nil
-		w.mu.Unlock()
-		_, err := w.w.Write(batch)
-		w.mu.Lock()
-		if err != nil && w.err == nil {
-			w.err = err
-		}
-		w.written += int64(len(batch))
-		if cap(batch) <= 2*w.maxPending {
-			w.spare = batch[:0]
-		}
-		w.cond.Broadcast()
-	}
-}
-
-// Flush waits until every event recorded before it has been written, and
-// returns the first write error, if any.
-func (w *Writer) Flush() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	target := w.queued
-	for w.written < target {
-		w.cond.Wait()
-	}
-	return w.err
-}
-
-// Close writes what is queued, stops the Writer, and returns the first
-// write error, if any. Record fails after Close.
-func (w *Writer) Close() error {
-	w.mu.Lock()
-	w.closed = true
-	w.cond.Broadcast()
-	w.mu.Unlock()
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.err
 }

@@ -10,6 +10,17 @@ import (
 // encoding/json (with HTML escaping off) would write for it, without
 // reflection: it is on the path of every request.
 func (e *Event) appendJSON(b []byte) []byte {
+	b = e.appendBody(b)
+	if e.Chain != nil {
+		b = appendChain(b, e.Chain)
+	}
+	return append(b, '}')
+}
+
+// appendBody appends e without its Chain and without the closing brace of
+// the object: Record encodes this much, and the Writer's goroutine adds the
+// chain and the brace in file order.
+func (e *Event) appendBody(b []byte) []byte {
 	var o object
 	b = o.open(b)
 	b = o.key(b, "@timestamp")
@@ -117,7 +128,20 @@ func (e *Event) appendJSON(b []byte) []byte {
 	b = mo.str(b, "verification", m.Verification, true)
 	b = mo.str(b, "original_destination", m.OriginalDestination, true)
 	b = mo.close(b)
-	return o.close(b)
+	return b // the object stays open: "modgate" is always there, so a chain follows a comma
+}
+
+// appendChain appends the chain member, comma first, to an object that
+// already has members.
+func appendChain(b []byte, c *Chain) []byte {
+	b = append(b, `,"chain":`...)
+	var co object
+	b = co.open(b)
+	b = co.uint(b, "seq", c.Seq, false)
+	b = co.str(b, "prev", c.Prev, false)
+	b = co.uint(b, "dropped", c.Dropped, true)
+	b = co.str(b, "torn", c.Torn, true)
+	return co.close(b)
 }
 
 // object writes the punctuation of one JSON object.
@@ -148,6 +172,13 @@ func (o *object) int(b []byte, k string, v int64, omitEmpty bool) []byte {
 		return b
 	}
 	return strconv.AppendInt(o.key(b, k), v, 10)
+}
+
+func (o *object) uint(b []byte, k string, v uint64, omitEmpty bool) []byte {
+	if omitEmpty && v == 0 {
+		return b
+	}
+	return strconv.AppendUint(o.key(b, k), v, 10)
 }
 
 const hexDigits = "0123456789abcdef"

@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/mod/module"
 
 	"github.com/modgate/modgate/cache"
@@ -43,6 +46,7 @@ type Fill struct {
 	landed   bool
 	result   FillResult
 	mark     time.Time // when the current upstream was asked
+	span     trace.Span
 }
 
 // FillResult is what a Fill leaves for the requests that waited for it.
@@ -61,8 +65,11 @@ type Response struct {
 	Excerpt bool   // Store: read at most Limit bytes; more is not an error
 }
 
-func (x *Exchange) newFill(f *cache.Flight[FillResult], key string, candidates []*upstream.Upstream) *Fill {
+func (x *Exchange) newFill(ctx context.Context, f *cache.Flight[FillResult], key string, candidates []*upstream.Upstream) *Fill {
+	_, span := x.p.tracer.Start(ctx, "modgate.upstream.fetch", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("url.path", key)))
 	return &Fill{
+		span:       span,
 		p:          x.p,
 		flight:     f,
 		req:        x.req,
@@ -202,7 +209,13 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 		f.abortWriter()
 		res.err = &upstreamError{upstream: f.upstream, err: bodyErr}
 	case f.w != nil:
+		_, vspan := f.p.tracer.Start(trace.ContextWithSpan(ctx, f.span), "modgate.verify")
 		result, err := f.verify()
+		vspan.SetAttributes(attribute.String("modgate.verification", string(result)))
+		if err != nil {
+			vspan.SetStatus(codes.Error, err.Error())
+		}
+		vspan.End()
 		res.verification = string(result)
 		if err != nil {
 			f.abortWriter()
@@ -230,6 +243,11 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 		res.err = errors.New("extproc: fill finished without an upstream answer")
 	}
 	f.landed, f.result = true, res
+	f.span.SetAttributes(attribute.String("modgate.upstream", res.upstream))
+	if res.err != nil {
+		f.span.SetStatus(codes.Error, res.err.Error())
+	}
+	f.span.End()
 	f.p.flights.Land(f.flight, res)
 	return res
 }

@@ -55,6 +55,11 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/goproxy"
@@ -148,6 +153,11 @@ type Options struct {
 	Health Health
 	// Observer receives measurements. Default: none.
 	Observer Observer
+	// Tracer makes a span per request, with child spans for the cache
+	// lookup, the upstream fetch and the verification; a span context in
+	// the context RequestHeaders gets (the front end extracts W3C
+	// traceparent) is its parent. Default: no tracing.
+	Tracer trace.Tracer
 	// Audit receives exactly one event per request.
 	Audit Auditor
 	// MaxTarget limits the request target in bytes. Default
@@ -174,6 +184,7 @@ type Processor struct {
 	budget    Budget
 	health    Health
 	observer  Observer
+	tracer    trace.Tracer
 	audit     Auditor
 	maxTarget int
 	passPriv  bool
@@ -204,6 +215,7 @@ func New(opts Options) (*Processor, error) {
 		budget:    opts.Budget,
 		health:    opts.Health,
 		observer:  opts.Observer,
+		tracer:    opts.Tracer,
 		audit:     opts.Audit,
 		maxTarget: opts.MaxTarget,
 		passPriv:  opts.PassPrivateNotFound,
@@ -224,6 +236,9 @@ func New(opts Options) (*Processor, error) {
 	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	if p.tracer == nil {
+		p.tracer = noop.NewTracerProvider().Tracer("")
 	}
 	return p, nil
 }
@@ -337,6 +352,7 @@ type Exchange struct {
 	upstream string
 	cache    string
 	verified string // how the fetched artifact was checked
+	span     trace.Span
 	done     bool
 }
 
@@ -370,6 +386,8 @@ func (x *Exchange) ID() string { return x.id }
 // progress for the same key, waits for it as long as ctx lives.
 func (x *Exchange) RequestHeaders(ctx context.Context, method, target string) Decision {
 	x.method, x.target = method, target
+	ctx, x.span = x.p.tracer.Start(ctx, "modgate.request", trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("http.request.method", method), attribute.String("url.path", target)))
 	req, err := goproxy.Parse(method, target, x.p.maxTarget)
 	if err != nil {
 		return x.reject(ctx, err)
@@ -426,7 +444,7 @@ func (x *Exchange) RequestHeaders(ctx context.Context, method, target string) De
 			return d
 		}
 		x.decision, x.cache = "forward", cacheMiss
-		return Decision{Action: Forward, Fill: x.newFill(f, key, candidates)}
+		return Decision{Action: Forward, Fill: x.newFill(ctx, f, key, candidates)}
 	}
 	return x.reject(ctx, fmt.Errorf("cache entry for %s vanished three times while being filled", key))
 }
@@ -434,7 +452,10 @@ func (x *Exchange) RequestHeaders(ctx context.Context, method, target string) De
 // lookup serves key from the cache if it holds a fresh entry. A stale one
 // is kept for stale-if-error.
 func (x *Exchange) lookup(ctx context.Context, key string) (Decision, bool) {
+	_, span := x.p.tracer.Start(ctx, "modgate.cache.lookup")
 	e, err := x.p.cache.Get(key)
+	span.SetAttributes(attribute.Bool("modgate.cache.found", err == nil))
+	span.End()
 	if err != nil {
 		if !errors.Is(err, cache.ErrNotCached) {
 			x.logger().ErrorContext(ctx, "cache read failed; treating as a miss", "key", key, "err", err)
@@ -634,6 +655,28 @@ func (x *Exchange) Done(status int, n int64, err error) {
 	if x.p.observer != nil {
 		x.p.observer.Request(e.Modgate.Kind, status, x.cache, end.Sub(x.start))
 	}
+	if x.span != nil {
+		x.span.SetAttributes(
+			attribute.Int("http.response.status_code", status),
+			attribute.String("modgate.kind", e.Modgate.Kind),
+			attribute.String("modgate.module", e.Modgate.Module),
+			attribute.String("modgate.version", e.Modgate.Version),
+			attribute.String("modgate.cache", x.cache),
+			attribute.String("modgate.decision", x.decision),
+		)
+		if outcome == audit.OutcomeFailure {
+			x.span.SetStatus(codes.Error, reason)
+		}
+		x.span.End()
+	}
+}
+
+// TraceID returns the request's trace id, "" without tracing.
+func (x *Exchange) TraceID() string {
+	if x.span == nil || !x.span.SpanContext().HasTraceID() {
+		return ""
+	}
+	return x.span.SpanContext().TraceID().String()
 }
 
 // refuse is the one place an error becomes a client reply, and the one

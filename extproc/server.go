@@ -16,6 +16,7 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -211,6 +212,8 @@ func (st *stream) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders, 
 	// A request may wait here for another request's fill: well before
 	// Envoy's message timeout, ask for more time.
 	done := make(chan Decision, 1)
+	// Envoy forwards the client's W3C traceparent among the headers.
+	ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(hdr))
 	go func() { done <- st.x.RequestHeaders(ctx, method, path) }()
 	var d Decision
 	select {

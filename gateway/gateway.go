@@ -29,6 +29,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/modgate/modgate/extproc"
 	"github.com/modgate/modgate/upstream"
 )
@@ -42,6 +44,9 @@ type Options struct {
 	FetchTimeout time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
+	// Propagator reads a trace context from request headers. Default: W3C
+	// trace context (traceparent).
+	Propagator propagation.TextMapPropagator
 }
 
 // A Handler serves the GOPROXY protocol through the processor.
@@ -50,6 +55,7 @@ type Handler struct {
 	client       *upstream.Client
 	fetchTimeout time.Duration
 	log          *slog.Logger
+	prop         propagation.TextMapPropagator
 	fills        sync.WaitGroup // fills outlive the request that started them
 }
 
@@ -64,7 +70,10 @@ func New(opts Options) (*Handler, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Handler{proc: opts.Processor, client: opts.Client, fetchTimeout: opts.FetchTimeout, log: opts.Logger}, nil
+	if opts.Propagator == nil {
+		opts.Propagator = propagation.TraceContext{}
+	}
+	return &Handler{proc: opts.Processor, client: opts.Client, fetchTimeout: opts.FetchTimeout, log: opts.Logger, prop: opts.Propagator}, nil
 }
 
 // Wait waits for the fills in progress, which each end within the fetch
@@ -106,7 +115,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var cut error
 	defer func() { x.Done(cw.status, cw.n, cut) }()
 
-	ctx := r.Context()
+	ctx := h.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	d := x.RequestHeaders(ctx, r.Method, r.RequestURI)
 	if d.Action == extproc.Forward {
 		res, err := h.fill(ctx, d.Fill)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/budget"
@@ -621,5 +625,51 @@ func TestTransparentOriginalDestinationAndTLS(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if n, err := c.Read(make([]byte, 10)); err == nil {
 		t.Errorf("the TLS connection got %d bytes back, want it closed", n)
+	}
+}
+
+func TestTracing(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	p := testproxy.Start(t, testproxy.Fixtures(t))
+	h := start(t, setup{public: []string{p.URL}, sumdb: p.VerifierKey, opts: extproc.Options{Tracer: tp.Tracer("modgate")}})
+
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	req, err := http.NewRequest("GET", h.url+"/example.com/a/@v/v1.0.0.zip", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	h.events.wait(t, 1)
+
+	spans := map[string]tracetest.SpanStub{}
+	for _, s := range exp.GetSpans() {
+		spans[s.Name] = s
+	}
+	root, ok := spans["modgate.request"]
+	if !ok {
+		t.Fatalf("no modgate.request span; got %v", slices.Collect(maps.Keys(spans)))
+	}
+	if root.SpanContext.TraceID().String() != traceID || root.Parent.SpanID().String() != "00f067aa0ba902b7" {
+		t.Errorf("request span trace %s parent %s, want the client's traceparent", root.SpanContext.TraceID(), root.Parent.SpanID())
+	}
+	for _, name := range []string{"modgate.cache.lookup", "modgate.upstream.fetch", "modgate.verify"} {
+		s, ok := spans[name]
+		if !ok {
+			t.Errorf("no %s span", name)
+			continue
+		}
+		if s.SpanContext.TraceID().String() != traceID {
+			t.Errorf("%s is in trace %s, want %s", name, s.SpanContext.TraceID(), traceID)
+		}
+	}
+	if v := spans["modgate.verify"]; v.Parent.SpanID() != spans["modgate.upstream.fetch"].SpanContext.SpanID() {
+		t.Errorf("modgate.verify is not a child of the fetch")
 	}
 }

@@ -58,6 +58,10 @@ type fileConfig struct {
 	XDS xdsConfig `yaml:"xds"`
 	// Health configures the upstream health checks.
 	Health healthConfig `yaml:"health"`
+	// Tracing configures OpenTelemetry tracing. Default off, unless the
+	// standard OTEL_EXPORTER_OTLP_ENDPOINT or
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set.
+	Tracing tracingConfig `yaml:"tracing"`
 	// Audit is the audit file (JSON lines, appended). Default: stdout.
 	Audit string `yaml:"audit"`
 	// TLS turns the GOPROXY listener into HTTPS. Default: plain HTTP.
@@ -153,6 +157,14 @@ type xdsConfig struct {
 	NodeID string `yaml:"node_id"`
 	// BlobAddr is the blob listener as the gateway reaches it. Default modgate:9003.
 	BlobAddr string `yaml:"blob_addr"`
+}
+
+type tracingConfig struct {
+	// OTLPEndpoint is the OTLP/HTTP traces endpoint URL, e.g.
+	// http://collector:4318/v1/traces. Empty: the OTEL_* environment decides.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// SampleRatio is the share of requests traced (parent-based). Default 1.
+	SampleRatio float64 `yaml:"sample_ratio"`
 }
 
 type healthConfig struct {
@@ -253,6 +265,9 @@ func (c *fileConfig) check() error {
 		if u.URL == "" {
 			return fmt.Errorf("upstreams[%d].url: missing", i)
 		}
+	}
+	if r := c.Tracing.SampleRatio; r < 0 || r > 1 {
+		return errors.New("tracing.sample_ratio: want 0 to 1")
 	}
 	h := c.Health
 	switch {

@@ -26,6 +26,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/extproc"
@@ -208,6 +211,7 @@ type standalone struct {
 	client    *upstream.Client
 	health    *health.Registry
 	metrics   *metrics.Metrics
+	tracing   *sdktrace.TracerProvider // nil when tracing is off
 	xds       *xds.Server
 	log       *slog.Logger
 	handler   *gateway.Handler
@@ -250,6 +254,10 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	}
 	client := upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout, Mark: cfg.UpstreamMark})
 	g.client, g.env = client, env
+	if g.tracing, err = newTracerProvider(ctx, cfg.Tracing, log); err != nil {
+		g.close()
+		return nil, err
+	}
 	g.metrics = metrics.New()
 	g.metrics.Register(metrics.CacheCollector(g.cache.Stats))
 	g.health = newRegistry(cfg, set, g.audit, g.metrics, log)
@@ -268,6 +276,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		Cache:               g.cache,
 		Verifier:            g.verifier,
 		Observer:            g.metrics,
+		Tracer:              g.tracer(),
 		Audit:               g.audit,
 		MaxTarget:           cfg.Limits.MaxTargetBytes,
 		PassPrivateNotFound: cfg.PassPrivateNotFound,
@@ -353,7 +362,22 @@ func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEn
 	return nil
 }
 
+// tracer is the processor's tracer: nil (no tracing) without a provider.
+func (g *standalone) tracer() trace.Tracer {
+	if g.tracing == nil {
+		return nil
+	}
+	return g.tracing.Tracer("github.com/modgate/modgate")
+}
+
 func (g *standalone) close() {
+	if g.tracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := g.tracing.Shutdown(ctx); err != nil {
+			g.log.Warn("flushing traces", "err", err)
+		}
+		cancel()
+	}
 	if g.verifier != nil {
 		g.verifier.Close()
 	}
