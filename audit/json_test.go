@@ -48,6 +48,13 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 			HTTP:    &HTTP{},
 			Modgate: ModgateGroup{Module: "m", Version: "v", Kind: "k", SumDB: "s", Decision: "d", Rule: "r", Upstream: "u", Cache: "c", Verification: "verified", OriginalDestination: "203.0.113.10:80"},
 		}},
+		{"chain", Event{Timestamp: ts, Chain: &Chain{Seq: 1, Prev: GenesisPrev}}},
+		{"chain with drops and torn", Event{
+			Timestamp: ts,
+			Event:     EventFields{Action: ActionRecovered, Outcome: OutcomeFailure},
+			Chain:     &Chain{Seq: 18446744073709551615, Prev: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Dropped: 12, Torn: "ab"},
+		}},
+		{"chain with hostile prev", Event{Timestamp: ts, Chain: &Chain{Prev: "\"\n<\u2028\xff"}}},
 		{"empty nested", Event{Timestamp: ts, TLS: &TLS{Client: TLSClient{X509: &X509{}, Hash: &ClientHash{}}}, User: &User{}}},
 		{"hostile strings", Event{
 			Timestamp: ts,
@@ -95,4 +102,30 @@ func BenchmarkRecordEncode(b *testing.B) {
 			json.Marshal(&e)
 		}
 	})
+}
+
+func TestWrittenLinesAreEncodingJSON(t *testing.T) {
+	// What the Writer writes, chain included, is what encoding/json
+	// writes for the Event it decodes to.
+	sink := &syncBuffer{}
+	w := NewWriter(sink)
+	for i := range 20 {
+		w.Record(event(i))
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for l := range bytes.Lines(sink.bytes()) {
+		l = bytes.TrimSuffix(l, []byte("\n"))
+		var e Event
+		if err := json.Unmarshal(l, &e); err != nil {
+			t.Fatal(err)
+		}
+		if want := stdJSON(t, &e); !bytes.Equal(l, want) {
+			t.Errorf("written line =\n%s\nencoding/json writes\n%s", l, want)
+		}
+		if got := e.appendJSON(nil); !bytes.Equal(l, got) {
+			t.Errorf("written line =\n%s\nappendJSON writes\n%s", l, got)
+		}
+	}
 }

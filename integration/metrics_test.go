@@ -75,6 +75,7 @@ func TestMetrics(t *testing.T) {
 		{"ext_proc streams", `^modgate_extproc_streams_total\{`},
 		{"ext_proc phases", `^modgate_extproc_phase_duration_seconds_count\{phase="request_headers"\}$`},
 		{"hot-tier lookups", `^modgate_cache_hot_lookups_total\{`},
+		{"audit events written", `^modgate_audit_events_total\{fate="written"\}$`},
 	}
 	for _, mv := range moved {
 		if a, b := sum(after, mv.re), sum(before, mv.re); a <= b {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/cache"
 )
 
@@ -169,4 +170,33 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(cacheEvictions, prometheus.CounterValue, float64(s.Disk.Evictions), "disk")
 	ch <- prometheus.MustNewConstMetric(cacheLookups, prometheus.CounterValue, float64(s.Hot.Hits), "hit")
 	ch <- prometheus.MustNewConstMetric(cacheLookups, prometheus.CounterValue, float64(s.Hot.Misses), "miss")
+}
+
+// AuditCollector reads the audit writer's queue and counters at scrape
+// time: queue depth, events written, dropped and failed.
+func AuditCollector(stats func() audit.Stats) prometheus.Collector {
+	return &auditCollector{stats: stats}
+}
+
+type auditCollector struct{ stats func() audit.Stats }
+
+var (
+	auditQueueBytes  = prometheus.NewDesc("modgate_audit_queue_bytes", "Bytes of audit events waiting to be written.", nil, nil)
+	auditQueueEvents = prometheus.NewDesc("modgate_audit_queue_events", "Audit events waiting to be written.", nil, nil)
+	auditEvents      = prometheus.NewDesc("modgate_audit_events_total", "Audit events by fate: written, dropped (queue full), failed (write error).", []string{"fate"}, nil)
+)
+
+func (c *auditCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- auditQueueBytes
+	ch <- auditQueueEvents
+	ch <- auditEvents
+}
+
+func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(auditQueueBytes, prometheus.GaugeValue, float64(s.QueueBytes))
+	ch <- prometheus.MustNewConstMetric(auditQueueEvents, prometheus.GaugeValue, float64(s.QueueEvents))
+	ch <- prometheus.MustNewConstMetric(auditEvents, prometheus.CounterValue, float64(s.Written), "written")
+	ch <- prometheus.MustNewConstMetric(auditEvents, prometheus.CounterValue, float64(s.Dropped), "dropped")
+	ch <- prometheus.MustNewConstMetric(auditEvents, prometheus.CounterValue, float64(s.Failed), "failed")
 }

@@ -62,8 +62,11 @@ type fileConfig struct {
 	// standard OTEL_EXPORTER_OTLP_ENDPOINT or
 	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set.
 	Tracing tracingConfig `yaml:"tracing"`
-	// Audit is the audit file (JSON lines, appended). Default: stdout.
+	// Audit is the audit file (JSON lines, appended, hash-chained,
+	// rotated by size). Default: stdout.
 	Audit string `yaml:"audit"`
+	// AuditLog bounds the audit queue and the files.
+	AuditLog auditConfig `yaml:"audit_log"`
 	// TLS turns the GOPROXY listener into HTTPS. Default: plain HTTP.
 	TLS tlsConfig `yaml:"tls"`
 	// Upstreams are the GOPROXY servers to fetch from, in order of
@@ -157,6 +160,21 @@ type xdsConfig struct {
 	NodeID string `yaml:"node_id"`
 	// BlobAddr is the blob listener as the gateway reaches it. Default modgate:9003.
 	BlobAddr string `yaml:"blob_addr"`
+}
+
+type auditConfig struct {
+	// MaxBytes rotates the audit file past this size. Default 100MiB.
+	MaxBytes byteSize `yaml:"max_bytes"`
+	// Keep is how many rotated files are kept. Default 10.
+	Keep int `yaml:"keep"`
+	// QueueBytes bounds the events waiting to be written. Default 4MiB.
+	QueueBytes byteSize `yaml:"queue_bytes"`
+	// Overflow is what happens when the queue is full: "block" (the
+	// request waits up to block_for, then the event is dropped and counted)
+	// or "drop" (dropped and counted at once). Default block.
+	Overflow string `yaml:"overflow"`
+	// BlockFor bounds the wait in block mode. Default 10s.
+	BlockFor time.Duration `yaml:"block_for"`
 }
 
 type tracingConfig struct {
@@ -265,6 +283,14 @@ func (c *fileConfig) check() error {
 		if u.URL == "" {
 			return fmt.Errorf("upstreams[%d].url: missing", i)
 		}
+	}
+	switch c.AuditLog.Overflow {
+	case "", "block", "drop":
+	default:
+		return fmt.Errorf("audit_log.overflow: %q: want block or drop", c.AuditLog.Overflow)
+	}
+	if c.AuditLog.Keep < 0 || c.AuditLog.BlockFor < 0 {
+		return errors.New("audit_log: negative keep or block_for")
 	}
 	if r := c.Tracing.SampleRatio; r < 0 || r > 1 {
 		return errors.New("tracing.sample_ratio: want 0 to 1")

@@ -33,6 +33,7 @@ Commands:
 	cache     show cache statistics or purge a module from a running gateway
 	ledger    list or verify the private-module checksum ledger
 	certs     create a development CA and mesh certificates
+	audit     verify the hash chain of audit files
 	redirect  attach, detach or inspect the eBPF transparent redirect (root)
 	envoy-config
 	          validate Envoy bootstraps strictly, without Envoy
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = envoyConfigCmd(ctx, rest, stdout, stderr)
 	case "redirect":
 		err = redirectCmd(ctx, rest, stdout, stderr)
+	case "audit":
+		err = auditCmd(ctx, rest, stdout, stderr)
 	case "certs":
 		err = certsCmd(ctx, rest, stdout, stderr)
 	case "ledger":

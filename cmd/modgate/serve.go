@@ -205,23 +205,22 @@ func (f *serveFlags) apply(cfg *fileConfig) {
 
 // standalone is a running standalone gateway: its servers and what they share.
 type standalone struct {
-	cfg       *fileConfig
-	cfgPath   string // the file to reload on SIGHUP, "" if none
-	env       goEnv
-	client    *upstream.Client
-	health    *health.Registry
-	metrics   *metrics.Metrics
-	tracing   *sdktrace.TracerProvider // nil when tracing is off
-	xds       *xds.Server
-	log       *slog.Logger
-	handler   *gateway.Handler
-	extproc   *extproc.Server
-	cache     *cache.Cache
-	ledger    *ledger.Ledger
-	verifier  *verify.Verifier
-	audit     *audit.Writer
-	auditFile *os.File // nil when auditing to stdout
-	ready     atomic.Bool
+	cfg      *fileConfig
+	cfgPath  string // the file to reload on SIGHUP, "" if none
+	env      goEnv
+	client   *upstream.Client
+	health   *health.Registry
+	metrics  *metrics.Metrics
+	tracing  *sdktrace.TracerProvider // nil when tracing is off
+	xds      *xds.Server
+	log      *slog.Logger
+	handler  *gateway.Handler
+	extproc  *extproc.Server
+	cache    *cache.Cache
+	ledger   *ledger.Ledger
+	verifier *verify.Verifier
+	audit    *audit.Writer
+	ready    atomic.Bool
 }
 
 func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Writer, log *slog.Logger) (*standalone, error) {
@@ -260,6 +259,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	}
 	g.metrics = metrics.New()
 	g.metrics.Register(metrics.CacheCollector(g.cache.Stats))
+	g.metrics.Register(metrics.AuditCollector(g.audit.Stats))
 	g.health = newRegistry(cfg, set, g.audit, g.metrics, log)
 	if g.xds, err = xds.New(ctx, xds.Options{NodeID: cfg.XDS.NodeID, Health: g.health, BlobAddr: cfg.XDS.BlobAddr, Logger: log}); err != nil {
 		g.close()
@@ -313,15 +313,24 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 
 // openAudit opens the audit sink: the configured file, or stdout.
 func (g *standalone) openAudit(stdout io.Writer) error {
-	out := stdout
-	if g.cfg.Audit != "" {
-		f, err := os.OpenFile(g.cfg.Audit, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		if err != nil {
-			return fmt.Errorf("audit: %w", err)
-		}
-		g.auditFile, out = f, f
+	a := g.cfg.AuditLog
+	wo := audit.WriterOptions{MaxPending: int(a.QueueBytes), BlockFor: a.BlockFor}
+	if a.Overflow == "drop" {
+		wo.Overflow = audit.Drop
 	}
-	g.audit = audit.NewWriter(out)
+	if g.cfg.Audit == "" {
+		w, err := audit.New(stdout, wo)
+		if err != nil {
+			return fmt.Errorf("audit_log: %w", err)
+		}
+		g.audit = w
+		return nil
+	}
+	w, err := audit.OpenFile(g.cfg.Audit, audit.FileOptions{MaxBytes: int64(a.MaxBytes), Keep: a.Keep, WriterOptions: wo})
+	if err != nil {
+		return err
+	}
+	g.audit = w
 	return nil
 }
 
@@ -394,11 +403,6 @@ func (g *standalone) close() {
 	if g.audit != nil {
 		if err := g.audit.Close(); err != nil {
 			g.log.Error("audit events may be lost", "err", err)
-		}
-	}
-	if g.auditFile != nil {
-		if err := g.auditFile.Close(); err != nil {
-			g.log.Error("closing audit file", "err", err)
 		}
 	}
 }
