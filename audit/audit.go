@@ -184,4 +184,6 @@ type ModgateGroup struct {
 	// OriginalDestination is where a redirected connection was going
 	// (host:port), for connections the transparent listener accepted.
 	OriginalDestination string `json:"original_destination,omitempty"`
+	// TraceID is the request's OpenTelemetry trace id, when it is traced.
+	TraceID string `json:"trace_id,omitempty"`
 }

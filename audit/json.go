@@ -127,6 +127,7 @@ func (e *Event) appendBody(b []byte) []byte {
 	b = mo.str(b, "cache", m.Cache, true)
 	b = mo.str(b, "verification", m.Verification, true)
 	b = mo.str(b, "original_destination", m.OriginalDestination, true)
+	b = mo.str(b, "trace_id", m.TraceID, true)
 	b = mo.close(b)
 	return b // the object stays open: "modgate" is always there, so a chain follows a comma
 }

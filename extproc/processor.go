@@ -643,6 +643,7 @@ func (x *Exchange) Done(status int, n int64, err error) {
 	if x.client.OriginalDst.IsValid() {
 		e.Modgate.OriginalDestination = x.client.OriginalDst.String()
 	}
+	e.Modgate.TraceID = x.TraceID()
 	if x.parsed {
 		e.Modgate.Kind = x.req.Kind.String()
 		e.Modgate.Module = x.req.Module

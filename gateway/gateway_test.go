@@ -646,7 +646,9 @@ func TestTracing(t *testing.T) {
 		t.Fatal(err)
 	}
 	readBody(t, resp)
-	h.events.wait(t, 1)
+	if evs := h.events.wait(t, 1); len(evs) != 1 || evs[0].Modgate.TraceID != traceID {
+		t.Errorf("audit events = %+v, want one with trace_id %s", evs, traceID)
+	}
 
 	spans := map[string]tracetest.SpanStub{}
 	for _, s := range exp.GetSpans() {
