@@ -386,8 +386,10 @@ func (x *Exchange) ID() string { return x.id }
 // progress for the same key, waits for it as long as ctx lives.
 func (x *Exchange) RequestHeaders(ctx context.Context, method, target string) Decision {
 	x.method, x.target = method, target
-	ctx, x.span = x.p.tracer.Start(ctx, "modgate.request", trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("http.request.method", method), attribute.String("url.path", target)))
+	ctx, x.span = x.p.tracer.Start(ctx, "modgate.request", trace.WithSpanKind(trace.SpanKindServer))
+	if x.span.IsRecording() { // no attribute work on every request when tracing is off
+		x.span.SetAttributes(attribute.String("http.request.method", method), attribute.String("url.path", target))
+	}
 	req, err := goproxy.Parse(method, target, x.p.maxTarget)
 	if err != nil {
 		return x.reject(ctx, err)
@@ -656,7 +658,7 @@ func (x *Exchange) Done(status int, n int64, err error) {
 	if x.p.observer != nil {
 		x.p.observer.Request(e.Modgate.Kind, status, x.cache, end.Sub(x.start))
 	}
-	if x.span != nil {
+	if x.span != nil && x.span.IsRecording() {
 		x.span.SetAttributes(
 			attribute.Int("http.response.status_code", status),
 			attribute.String("modgate.kind", e.Modgate.Kind),
@@ -668,6 +670,8 @@ func (x *Exchange) Done(status int, n int64, err error) {
 		if outcome == audit.OutcomeFailure {
 			x.span.SetStatus(codes.Error, reason)
 		}
+	}
+	if x.span != nil {
 		x.span.End()
 	}
 }

@@ -225,3 +225,32 @@ func readFile(t *testing.T, name string) string {
 	}
 	return string(b)
 }
+
+// TestRequestLimits pins invariant 6 at the listener: request headers are
+// bounded (32 KiB by default) and so is the request target (1 KiB).
+func TestRequestLimits(t *testing.T) {
+	public, private := upstreams(t)
+	g := startModgate(t, gatewayConfig(public, private))
+	req, err := http.NewRequest("GET", g.URL+"/example.com/a/@v/list", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Padding", strings.Repeat("x", 40<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("40 KiB of headers = %s, want 431", resp.Status)
+	}
+	long := "/example.com/" + strings.Repeat("a", 1100) + "/@v/list"
+	if code, body := get(t, g.URL+long); code != http.StatusBadRequest || !strings.Contains(body, "longer than 1024") {
+		t.Errorf("a 1.1 KiB target = %d %q, want 400 naming the limit", code, body)
+	}
+	for _, r := range public.Requests() {
+		if strings.HasPrefix(r, "/example.com/") { // health probes aside
+			t.Errorf("the upstream saw %s, want no refused request passed on", r)
+		}
+	}
+}

@@ -267,3 +267,17 @@ func TestSumDBKey(t *testing.T) {
 		}
 	}
 }
+
+func TestEveryCommandHasHelp(t *testing.T) {
+	var top bytes.Buffer
+	run(context.Background(), []string{"help"}, &top, &top)
+	for _, c := range commands {
+		var out bytes.Buffer
+		if code := run(context.Background(), []string{c.name, "--help"}, &out, &out); code != 0 || !strings.Contains(out.String(), "Usage") {
+			t.Errorf("modgate %s --help = %d: %q", c.name, code, out.String())
+		}
+		if !strings.Contains(top.String(), c.name) {
+			t.Errorf("modgate help does not list %s", c.name)
+		}
+	}
+}

@@ -19,28 +19,36 @@ import (
 	"syscall"
 )
 
-const usage = `modgate is a private Go module gateway.
+// A command is one of modgate's subcommands.
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
 
-Usage:
+// commands are modgate's subcommands, in the order the help lists them.
+var commands = []command{
+	{"serve", "run the standalone gateway: a GOPROXY server on 127.0.0.1:8080", serve},
+	{"extproc", "run the mesh sidecar: the ext_proc gRPC server Envoy streams requests to", extprocCmd},
+	{"xds", "run the control plane alone: upstream clusters for the gateway Envoy over ADS", xdsCmd},
+	{"cache", "show cache statistics or purge a module from a running gateway", cacheCmd},
+	{"ledger", "list or verify the private-module checksum ledger", ledgerCmd},
+	{"certs", "create a development CA and mesh certificates", certsCmd},
+	{"audit", "verify the hash chain of audit files", auditCmd},
+	{"redirect", "attach, detach or inspect the eBPF transparent redirect (root)", redirectCmd},
+	{"envoy-config", "validate Envoy bootstraps strictly, without Envoy", envoyConfigCmd},
+}
 
-	modgate <command> [flags]
-
-Commands:
-
-	serve     run the standalone gateway: a GOPROXY server on 127.0.0.1:8080
-	extproc   run the mesh sidecar: the ext_proc gRPC server Envoy streams requests to
-	xds       run the control plane alone: upstream clusters for the gateway Envoy over ADS
-	cache     show cache statistics or purge a module from a running gateway
-	ledger    list or verify the private-module checksum ledger
-	certs     create a development CA and mesh certificates
-	audit     verify the hash chain of audit files
-	redirect  attach, detach or inspect the eBPF transparent redirect (root)
-	envoy-config
-	          validate Envoy bootstraps strictly, without Envoy
-	help      print this help, or a command's: modgate help serve
-
-Run 'modgate <command> --help' for a command's flags.
-`
+// usage is the top-level help, listing the commands.
+func usage() string {
+	var b strings.Builder
+	b.WriteString("modgate is a private Go module gateway.\n\nUsage:\n\n\tmodgate <command> [flags]\n\nCommands:\n\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "\t%-13s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(&b, "\t%-13s %s\n", "help", "print this help, or a command's: modgate help serve")
+	b.WriteString("\nRun 'modgate <command> --help' for a command's flags.\n")
+	return b.String()
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -52,39 +60,23 @@ func main() {
 // 1 failure, 2 bad usage.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return 2
 	}
-	var err error
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "serve":
-		err = serve(ctx, rest, stdout, stderr)
-	case "xds":
-		err = xdsCmd(ctx, rest, stdout, stderr)
-	case "extproc":
-		err = extprocCmd(ctx, rest, stdout, stderr)
-	case "cache":
-		err = cacheCmd(ctx, rest, stdout, stderr)
-	case "envoy-config":
-		err = envoyConfigCmd(ctx, rest, stdout, stderr)
-	case "redirect":
-		err = redirectCmd(ctx, rest, stdout, stderr)
-	case "audit":
-		err = auditCmd(ctx, rest, stdout, stderr)
-	case "certs":
-		err = certsCmd(ctx, rest, stdout, stderr)
-	case "ledger":
-		err = ledgerCmd(ctx, rest, stdout, stderr)
-	case "help", "-h", "-help", "--help":
+	name, rest := args[0], args[1:]
+	if name == "help" || name == "-h" || name == "-help" || name == "--help" {
 		if len(rest) > 0 {
 			return run(ctx, []string{rest[0], "--help"}, stdout, stderr)
 		}
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage())
 		return 0
-	default:
-		fmt.Fprintf(stderr, "modgate: unknown command %q\n\n%s", cmd, usage)
+	}
+	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
+	if i < 0 {
+		fmt.Fprintf(stderr, "modgate: unknown command %q\n\n%s", name, usage())
 		return 2
 	}
+	err := commands[i].run(ctx, rest, stdout, stderr)
 	var ue usageError
 	switch {
 	case err == nil:

@@ -136,21 +136,7 @@ func (f *serveFlags) common(fs *flag.FlagSet) {
 // runGateway loads the configuration, applies the flags, and runs the
 // gateway's listeners until ctx ends.
 func runGateway(ctx context.Context, cmd string, f *serveFlags, stdout, stderr io.Writer) error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return usageError{fmt.Sprintf("%s: --log-level: %v", cmd, err)}
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-
-	cfg, err := loadConfig(f.config)
-	if err != nil {
-		return err
-	}
-	f.apply(cfg)
-	if err := cfg.check(); err != nil {
-		return fmt.Errorf("flags: %w", err)
-	}
-	env, err := readGoEnv(ctx)
+	cfg, env, log, err := prepare(ctx, cmd, f, stderr)
 	if err != nil {
 		return err
 	}
@@ -161,6 +147,30 @@ func runGateway(ctx context.Context, cmd string, f *serveFlags, stdout, stderr i
 	g.cfgPath = f.config
 	defer g.close()
 	return g.run(ctx)
+}
+
+// prepare does what every long-running command does first: the logger at
+// --log-level, the config file with the flags applied and checked, and
+// what go env reports.
+func prepare(ctx context.Context, cmd string, f *serveFlags, stderr io.Writer) (*fileConfig, goEnv, *slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, goEnv{}, nil, usageError{fmt.Sprintf("%s: --log-level: %v", cmd, err)}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg, err := loadConfig(f.config)
+	if err != nil {
+		return nil, goEnv{}, nil, err
+	}
+	f.apply(cfg)
+	if err := cfg.check(); err != nil {
+		return nil, goEnv{}, nil, fmt.Errorf("flags: %w", err)
+	}
+	env, err := readGoEnv(ctx)
+	if err != nil {
+		return nil, goEnv{}, nil, err
+	}
+	return cfg, env, log, nil
 }
 
 // apply overrides cfg with the flags that were given.

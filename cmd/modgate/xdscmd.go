@@ -45,22 +45,12 @@ func xdsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("xds: unexpected argument %q", fs.Arg(0))}
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return usageError{fmt.Sprintf("xds: --log-level: %v", err)}
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	cfg, err := loadConfig(f.config)
+	cfg, env, log, err := prepare(ctx, "xds", &f, stderr)
 	if err != nil {
 		return err
 	}
-	f.apply(cfg)
 	if cfg.XDSListen == "off" {
 		return usageError{"xds: the listener cannot be off"}
-	}
-	env, err := readGoEnv(ctx)
-	if err != nil {
-		return err
 	}
 	set, err := cfg.upstreams(env)
 	if err != nil {
