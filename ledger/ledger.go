@@ -11,10 +11,26 @@
 // The chain value is the hex SHA-256 of the previous line's chain value, a
 // newline, and this line's first three fields; the first line's previous
 // value is empty. Editing, deleting or reordering a line therefore breaks
-// the chain at that line, which Read reports. A line is appended and
-// synced to disk before Check returns, so a crash loses no acknowledged
-// hash; a torn final line (a crash mid-append) is dropped when the ledger
-// is opened again.
+// the chain at that line, which Read reports.
+//
+// A line is appended and synced to disk before Check returns, so a crash
+// loses no acknowledged hash. The file always ends at a line boundary a
+// reader can recover to:
+//
+//   - A crash mid-append leaves a torn final line (no newline), which Open
+//     drops, cutting the file back to its last complete line before the
+//     next append.
+//   - A failed append (a short write, a write error or a failed sync) is
+//     undone before Check returns its error: the file is truncated to its
+//     length before the append and synced, so it ends at its last
+//     acknowledged line, the next Check appends there, and a retry
+//     records the hash once.
+//   - If undoing the append fails too, the Ledger is broken until
+//     reopened: every later Check returns an error and nothing more is
+//     appended. The file then holds at most one line past the last
+//     acknowledged one: a torn line, which Open drops, or a complete,
+//     valid line that was never acknowledged (as after a crash between
+//     write and sync), which Open keeps. Either way Open accepts the file.
 //
 // A Ledger is safe for concurrent use.
 package ledger
@@ -72,10 +88,21 @@ type Ledger struct {
 	path string
 	log  *slog.Logger
 
-	mu   sync.Mutex
-	f    *os.File
-	sums map[string]string // "module version" → hash
-	last string            // chain value of the last line
+	mu     sync.Mutex
+	f      file
+	size   int64             // length of the file up to its last acknowledged line
+	sums   map[string]string // "module version" → hash
+	last   string            // chain value of the last line
+	broken error             // why an append could not be undone; nil if it could
+}
+
+// file is the part of *os.File a Ledger writes through, so that the
+// package's tests can make it fail.
+type file interface {
+	WriteAt(b []byte, off int64) (int, error)
+	Sync() error
+	Truncate(size int64) error
+	Close() error
 }
 
 // Open opens (creating it if needed) the ledger file at path, checking its
@@ -96,9 +123,9 @@ func Open(path string, log *slog.Logger) (*Ledger, error) {
 	}
 	if i := bytes.LastIndexByte(data, '\n'); i+1 < len(data) {
 		log.Warn("ledger: dropping a torn final line (a crash mid-append)", "file", path, "bytes", len(data)-(i+1))
-		if err := f.Truncate(int64(i + 1)); err != nil {
+		if err := cut(f, int64(i+1)); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("ledger: %w", err)
+			return nil, fmt.Errorf("ledger: dropping a torn final line: %w", err)
 		}
 		data = data[:i+1]
 	}
@@ -107,11 +134,7 @@ func Open(path string, log *slog.Logger) (*Ledger, error) {
 		f.Close()
 		return nil, fmt.Errorf("ledger %s: %w", path, err)
 	}
-	if _, err := f.Seek(0, io.SeekEnd); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("ledger: %w", err)
-	}
-	l := &Ledger{path: path, log: log, f: f, sums: make(map[string]string, len(entries)), last: last}
+	l := &Ledger{path: path, log: log, f: f, size: int64(len(data)), sums: make(map[string]string, len(entries)), last: last}
 	for _, e := range entries {
 		l.sums[e.Module+" "+e.Version] = e.Hash
 	}
@@ -128,6 +151,11 @@ func (l *Ledger) Close() error {
 // Check compares hash with the one recorded for path at version (which
 // ends in /go.mod for a go.mod hash). With none recorded, it records hash
 // and reports first. A different recorded hash is a *MismatchError.
+//
+// If recording fails, Check undoes the partial append and returns an
+// error; the hash is not recorded and a later Check may record it. If the
+// append cannot be undone, this and every later Check return an error
+// until the ledger is reopened.
 func (l *Ledger) Check(path, version, hash string) (first bool, err error) {
 	if err := checkFields(path, version, hash); err != nil {
 		return false, fmt.Errorf("ledger: %w", err)
@@ -135,6 +163,9 @@ func (l *Ledger) Check(path, version, hash string) (first bool, err error) {
 	key := path + " " + version
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.broken != nil {
+		return false, fmt.Errorf("ledger %s is broken until reopened: an earlier append could not be undone: %w", l.path, l.broken)
+	}
 	if rec, ok := l.sums[key]; ok {
 		if rec != hash {
 			return false, &MismatchError{Module: path, Version: version, Recorded: rec, Got: hash}
@@ -142,15 +173,55 @@ func (l *Ledger) Check(path, version, hash string) (first bool, err error) {
 		return false, nil
 	}
 	chain := next(l.last, key+" "+hash)
-	if _, err := l.f.WriteString(key + " " + hash + " " + chain + "\n"); err != nil {
-		return false, fmt.Errorf("ledger: appending %s: %w", key, err)
-	}
-	if err := l.f.Sync(); err != nil {
-		return false, fmt.Errorf("ledger: syncing %s: %w", l.path, err)
+	line := []byte(key + " " + hash + " " + chain + "\n")
+	if err := l.appendLine(line); err != nil {
+		return false, fmt.Errorf("ledger: recording %s: %w", key, err)
 	}
 	l.sums[key] = hash
 	l.last = chain
 	return true, nil
+}
+
+// appendLine writes line after the last acknowledged line and syncs it.
+// If either fails, it cuts the file back to where it was; if that fails
+// too, it marks the ledger broken. l.mu must be held.
+func (l *Ledger) appendLine(line []byte) error {
+	err := l.write(line)
+	if err == nil {
+		l.size += int64(len(line))
+		return nil
+	}
+	if cerr := cut(l.f, l.size); cerr != nil {
+		l.broken = fmt.Errorf("%w; cutting the file back to its last line: %w", err, cerr)
+		return l.broken
+	}
+	return fmt.Errorf("%w (the file is cut back to its last line)", err)
+}
+
+// write writes line at the end of the acknowledged file and syncs it.
+func (l *Ledger) write(line []byte) error {
+	n, err := l.f.WriteAt(line, l.size)
+	if err == nil && n < len(line) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		return fmt.Errorf("writing: %w", err)
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("syncing: %w", err)
+	}
+	return nil
+}
+
+// cut truncates f to size and syncs it.
+func cut(f file, size int64) error {
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("truncate: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	return nil
 }
 
 // Read reads and checks a ledger: every line well-formed, the chain
