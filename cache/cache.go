@@ -26,6 +26,7 @@
 package cache
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -148,7 +149,9 @@ var ErrNotCached = fmt.Errorf("not cached: %w", fs.ErrNotExist)
 // Get returns the entry for key, from the hot tier or else the disk tier,
 // with Fresh set. A missing or expired entry is ErrNotCached; any other
 // error is a failure to read the disk tier. The caller closes the Entry.
-func (c *Cache) Get(key string) (*Entry, error) {
+// The local tiers do not block on ctx; it is there for the contract the
+// processor declares (gate.Cache), which shared tiers need.
+func (c *Cache) Get(_ context.Context, key string) (*Entry, error) {
 	now := c.now()
 	if v, err := c.hot.Get([]byte(key)); err == nil {
 		m, body, err := decodeHot(key, v)

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -123,7 +124,7 @@ func put(t testing.TB, c *Cache, key string, class Class, body []byte) Meta {
 // call from any goroutine.
 func get(t testing.TB, c *Cache, key string) (*Entry, []byte, error) {
 	t.Helper()
-	e, err := c.Get(key)
+	e, err := c.Get(context.Background(), key)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -152,7 +153,7 @@ func mustGet(t testing.TB, c *Cache, key string, want []byte) *Entry {
 // wantAbsent fails the test unless key is not cached.
 func wantAbsent(t testing.TB, c *Cache, key string) {
 	t.Helper()
-	e, err := c.Get(key)
+	e, err := c.Get(context.Background(), key)
 	if err == nil {
 		e.Close()
 		t.Fatalf("Get(%q) = entry (%v, tier %s, fresh %v), want ErrNotCached", key, e.Class, e.Tier, e.Fresh)
@@ -377,7 +378,7 @@ func TestDiskEntry(t *testing.T) {
 		t.Errorf("blob %s missing", c.disk.blobPath(sum))
 	}
 
-	e, err := c.Get(key)
+	e, err := c.Get(context.Background(), key)
 	if err != nil {
 		t.Fatalf("Get(%q) = %v", key, err)
 	}
@@ -443,7 +444,7 @@ func TestHotEntry(t *testing.T) {
 	const key = "/example.com/a/@v/v1.0.0.info"
 	body := []byte(`{"Version":"v1.0.0"}`)
 	put(t, c, key, Release, body)
-	e, err := c.Get(key)
+	e, err := c.Get(context.Background(), key)
 	if err != nil {
 		t.Fatalf("Get(%q) = %v", key, err)
 	}

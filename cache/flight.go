@@ -19,6 +19,7 @@ type Flights[T any] struct {
 
 // A Flight is one fetch in progress.
 type Flight[T any] struct {
+	g    *Flights[T]
 	key  string
 	done chan struct{}
 	val  T // set before done is closed
@@ -34,7 +35,7 @@ func (g *Flights[T]) Start(key string) (f *Flight[T], leader bool) {
 	if g.pending == nil {
 		g.pending = make(map[string]*Flight[T])
 	}
-	f = &Flight[T]{key: key, done: make(chan struct{})}
+	f = &Flight[T]{g: g, key: key, done: make(chan struct{})}
 	g.pending[key] = f
 	return f, true
 }
@@ -57,6 +58,10 @@ func (g *Flights[T]) Land(f *Flight[T], v T) {
 	f.val = v
 	close(f.done)
 }
+
+// Land ends f with the result v and wakes its followers: g.Land(f, v)
+// for the Flights that started it. Only f's leader calls it, once.
+func (f *Flight[T]) Land(v T) { f.g.Land(f, v) }
 
 // Wait returns the flight's result, or ctx's error if ctx ends first.
 func (f *Flight[T]) Wait(ctx context.Context) (T, error) {

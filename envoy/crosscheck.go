@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -29,6 +30,10 @@ const (
 // extProcNamespace is the dynamic metadata namespace the ext_proc server
 // writes the route decision to.
 const extProcNamespace = "modgate"
+
+// extProcResponseAttributes are the response attributes the ext_proc
+// server reads to learn which upstream Envoy's router used.
+var extProcResponseAttributes = []string{"upstream.address", "xds.cluster_name"}
 
 // local runs the checks that need only the message at hand, on every node.
 func (c *checker) local() {
@@ -169,19 +174,89 @@ func (c *checker) extProc(e *extprocv3.ExternalProcessor, path string) {
 		c.add(at("metadata_options.receiving_namespaces.untyped"),
 			"must list %q: the processor's route decision is dynamic metadata in that namespace", extProcNamespace)
 	}
+	var missing []string
+	for _, a := range extProcResponseAttributes {
+		if !slices.Contains(e.GetResponseAttributes(), a) {
+			missing = append(missing, a)
+		}
+	}
+	if len(missing) > 0 {
+		c.add(at("response_attributes"), "must list %s: the processor learns from them which upstream Envoy's router used (missing: %s)",
+			strings.Join(extProcResponseAttributes, " and "), strings.Join(missing, ", "))
+	}
+}
+
+// extProcCluster checks the static cluster cl (at path) that an ext_proc
+// filter streams to: the sidecar trusts what arrives there (client
+// identities, and so the audit log), and with mesh_tls it admits only the
+// gateway's client certificate, so the cluster must use TLS and present
+// one (a SAN matcher is required of every upstream TLS context). A
+// cluster whose every endpoint is a loopback IP address or a pipe (the
+// sidecar in Envoy's own network namespace) is exempt, as the sidecar
+// accepts plain connections on loopback.
+func (c *checker) extProcCluster(cl *clusterv3.Cluster, path string) {
+	if localOnly(cl) {
+		return
+	}
+	if !clusterTLS(cl) {
+		c.add(joinKey(path, "transport_socket"),
+			"the ext_proc cluster %q must use TLS (envoy.transport_sockets.tls) with a client certificate: the sidecar trusts what arrives on it, and its mesh_tls admits only the gateway's certificate", cl.GetName())
+		return
+	}
+	var t tlsv3.UpstreamTlsContext
+	if err := cl.GetTransportSocket().GetTypedConfig().UnmarshalTo(&t); err != nil {
+		return // reported by the walk
+	}
+	ctx := t.GetCommonTlsContext()
+	if len(ctx.GetTlsCertificates()) == 0 && len(ctx.GetTlsCertificateSdsSecretConfigs()) == 0 && ctx.GetTlsCertificateProviderInstance() == nil {
+		c.add(joinKey(joinKey(joinKey(joinKey(path, "transport_socket"), "typed_config"), "common_tls_context"), "tls_certificates"),
+			"the ext_proc cluster %q presents no client certificate: the sidecar's mesh_tls admits only the gateway's", cl.GetName())
+	}
+}
+
+// offersH2 reports whether cl's TLS transport socket offers ALPN h2.
+func offersH2(cl *clusterv3.Cluster) bool {
+	var t tlsv3.UpstreamTlsContext
+	if err := cl.GetTransportSocket().GetTypedConfig().UnmarshalTo(&t); err != nil {
+		return true // reported by the walk
+	}
+	return slices.Contains(t.GetCommonTlsContext().GetAlpnProtocols(), "h2")
+}
+
+// localOnly reports whether cl has endpoints and every one is a loopback
+// IP address or a pipe.
+func localOnly(cl *clusterv3.Cluster) bool {
+	n := 0
+	for _, le := range cl.GetLoadAssignment().GetEndpoints() {
+		for _, lb := range le.GetLbEndpoints() {
+			a := lb.GetEndpoint().GetAddress()
+			n++
+			if a.GetPipe() != nil {
+				continue
+			}
+			ip, err := netip.ParseAddr(a.GetSocketAddress().GetAddress())
+			if err != nil || !ip.Unmap().IsLoopback() {
+				return false
+			}
+		}
+	}
+	return n > 0
 }
 
 // cross runs the checks that span the bootstrap: names unique, referenced
-// clusters present, gRPC clusters HTTP/2, ADS configured where used, files
+// clusters present, gRPC clusters HTTP/2 (and offering ALPN h2 over TLS),
+// the ext_proc cluster over mutual TLS, ADS configured where used, files
 // present (when exists is not nil).
 func (c *checker) cross(b *bootstrapv3.Bootstrap, exists func(string) bool) {
 	static := make(map[string]*clusterv3.Cluster)
+	staticPath := make(map[string]string)
 	for i, cl := range b.GetStaticResources().GetClusters() {
 		p := joinKey(joinIndex("static_resources.clusters", i), "name")
 		if _, dup := static[cl.GetName()]; dup {
 			c.add(p, "duplicate cluster name %q", cl.GetName())
 		}
 		static[cl.GetName()] = cl
+		staticPath[cl.GetName()] = joinIndex("static_resources.clusters", i)
 	}
 	listeners := make(map[string]bool)
 	for i, l := range b.GetStaticResources().GetListeners() {
@@ -209,8 +284,16 @@ func (c *checker) cross(b *bootstrapv3.Bootstrap, exists func(string) bool) {
 		}
 		c.add(path, "unknown cluster %q: no static cluster has this name%s", name, hint)
 	}
+	extProcClusters := make(map[string]bool)
+	grpcALPN := make(map[string]bool) // clusters reported for ALPN
 	for i, n := range c.nodes {
 		switch m := n.msg.(type) {
+		case *extprocv3.ExternalProcessor:
+			name := m.GetGrpcService().GetEnvoyGrpc().GetClusterName()
+			if cl := static[name]; cl != nil && !extProcClusters[name] {
+				extProcClusters[name] = true
+				c.extProcCluster(cl, staticPath[name])
+			}
 		case *routev3.RouteAction:
 			route(i, joinKey(n.path, "cluster"), m.GetCluster())
 			for j, w := range m.GetWeightedClusters().GetClusters() {
@@ -227,6 +310,10 @@ func (c *checker) cross(b *bootstrapv3.Bootstrap, exists func(string) bool) {
 			case !isHTTP2(cl):
 				c.add(p, "cluster %q serves gRPC but is not HTTP/2: set typed_extension_protocol_options[%q].explicit_http_config.http2_protocol_options",
 					m.GetClusterName(), httpOptionsName)
+			case !grpcALPN[m.GetClusterName()] && clusterTLS(cl) && !offersH2(cl):
+				grpcALPN[m.GetClusterName()] = true
+				c.add(joinKey(joinKey(joinKey(joinKey(staticPath[m.GetClusterName()], "transport_socket"), "typed_config"), "common_tls_context"), "alpn_protocols"),
+					"cluster %q serves gRPC over TLS but offers no ALPN: set alpn_protocols: [h2] (Envoy sends none unless told, and grpc-go servers refuse TLS without h2)", m.GetClusterName())
 			}
 		case *corev3.ApiConfigSource:
 			if m.GetApiType() == corev3.ApiConfigSource_REST {

@@ -15,11 +15,15 @@
 //   - deprecated fields, deprecated or undefined enum values, deprecated
 //     message types and unknown fields left in an Any;
 //   - what Envoy checks in C++ or not at all: referenced clusters exist,
-//     gRPC clusters are HTTP/2, ALPN auto_config only over TLS, upstream
+//     gRPC clusters are HTTP/2 (and offer ALPN h2 over TLS, which grpc-go
+//     servers require), ALPN auto_config only over TLS, upstream
 //     TLS verifies the server, named files exist, names are unique;
 //   - modgate's ext_proc contract: fail closed, message_timeout at least
 //     500ms, max_message_timeout set, allow_mode_override, the "modgate"
-//     receiving namespace, a capped gRPC message size.
+//     receiving namespace, a capped gRPC message size, the response
+//     attributes upstream.address and xds.cluster_name, and a cluster that
+//     reaches the sidecar over TLS with a client certificate (unless every
+//     endpoint is a loopback address or a pipe).
 //
 // ValidateResource runs the same checks, minus those that need the whole
 // bootstrap (cluster references, files), on one xDS resource.

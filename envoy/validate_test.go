@@ -24,6 +24,7 @@ func certsExist(path string) bool {
 	case "/etc/modgate/certs/ca.pem",
 		"/etc/modgate/certs/gateway.pem", "/etc/modgate/certs/gateway-key.pem",
 		"/etc/modgate/certs/client.pem", "/etc/modgate/certs/client-key.pem",
+		"/etc/modgate/certs/gateway-client.pem", "/etc/modgate/certs/gateway-client-key.pem",
 		"/etc/ssl/certs/ca-certificates.crt":
 		return true
 	}
@@ -59,23 +60,57 @@ var brokenTests = []struct {
 }{
 	{"unknown-field-top", []string{`overload_managr (line 7): unknown field "overload_managr"`}},
 	{"unknown-field-in-any", []string{extProc + `.failure_mode_alow (line 79): unknown field "failure_mode_alow"`}},
-	{"bad-enum", []string{`static_resources.clusters[1].type (line 164): invalid value for enum field type: "STRICT_DNSS"`}},
-	{"duplicate-key", []string{`static_resources.clusters[1].connect_timeout (line 166): duplicate key "connect_timeout" (first at line 165)`}},
-	{"empty-cluster-name", []string{`static_resources.clusters[2].name (line 180): value length must be at least 1 runes`}},
-	{"negative-timeout", []string{`static_resources.clusters[2].connect_timeout (line 182): value must be greater than 0s`}},
+	{"bad-enum", []string{`static_resources.clusters[1].type (line 183): invalid value for enum field type: "STRICT_DNSS"`}},
+	{"duplicate-key", []string{`static_resources.clusters[1].connect_timeout (line 185): duplicate key "connect_timeout" (first at line 184)`}},
+	{"empty-cluster-name", []string{`static_resources.clusters[2].name (line 199): value length must be at least 1 runes`}},
+	{"negative-timeout", []string{`static_resources.clusters[2].connect_timeout (line 201): value must be greater than 0s`}},
 	{"empty-stat-prefix", []string{`static_resources.listeners[0].filter_chains[0].filters[0].typed_config.stat_prefix (line 34): value length must be at least 1 runes`}},
 	{"extproc-no-grpc-service", []string{extProc + `.grpc_service (line 70): ext_proc needs grpc_service`}},
-	{"deprecated-field", []string{`static_resources.clusters[0].http2_protocol_options (line 141): field envoy.config.cluster.v3.Cluster.http2_protocol_options is deprecated`}},
-	{"route-missing-cluster", []string{`routes[0].route.cluster (line 118): unknown cluster "upstream_privat"`}},
+	{"deprecated-field", []string{`static_resources.clusters[0].http2_protocol_options (line 144): field envoy.config.cluster.v3.Cluster.http2_protocol_options is deprecated`}},
+	{"route-missing-cluster", []string{`routes[0].route.cluster (line 121): unknown cluster "upstream_privat"`}},
 	{"extproc-not-http2", []string{extProc + `.grpc_service.envoy_grpc.cluster_name (line 74): cluster "modgate_extproc" serves gRPC but is not HTTP/2`}},
-	{"alpn-without-tls", []string{`static_resources.clusters[1].typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].auto_config (line 169): ALPN auto_config needs a TLS transport_socket`}},
+	{"alpn-without-tls", []string{`static_resources.clusters[1].typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].auto_config (line 188): ALPN auto_config needs a TLS transport_socket`}},
 	{"failure-mode-allow", []string{extProc + `.failure_mode_allow (line 78): must be false`}},
 	{"message-timeout-short", []string{extProc + `.message_timeout (line 80): 200ms is below the minimum 500ms`}},
 	{"max-message-timeout-missing", []string{extProc + `.max_message_timeout (line 70): must be set`}},
-	{"no-receiving-namespace", []string{extProc + `.metadata_options.receiving_namespaces.untyped (line 99): must list "modgate"`}},
+	{"no-receiving-namespace", []string{extProc + `.metadata_options.receiving_namespaces.untyped (line 102): must list "modgate"`}},
 	{"missing-cert", []string{`transport_socket.typed_config.common_tls_context.tls_certificates[0].certificate_chain.filename (line 25): file "/etc/modgate/certs/gateway-cert.pem" does not exist`}},
-	{"upstream-tls-no-san", []string{`static_resources.clusters[3].transport_socket.typed_config.common_tls_context.validation_context (line 228): upstream TLS accepts any certificate its CAs signed`}},
-	{"extproc-disabled-on-route", []string{`routes[1].typed_per_filter_config["envoy.filters.http.ext_proc"].disabled (line 130): ext_proc must not be disabled on a route`}},
+	{"upstream-tls-no-san", []string{`static_resources.clusters[3].transport_socket.typed_config.common_tls_context.validation_context (line 247): upstream TLS accepts any certificate its CAs signed`}},
+	{"extproc-cluster-no-tls", []string{`static_resources.clusters[0].transport_socket (line 167): the ext_proc cluster "modgate_extproc" must use TLS`}},
+	{"extproc-cluster-no-client-cert", []string{`static_resources.clusters[0].transport_socket.typed_config.common_tls_context.tls_certificates (line 200): the ext_proc cluster "modgate_extproc" presents no client certificate`}},
+	{"extproc-cluster-tls-no-san", []string{`static_resources.clusters[0].transport_socket.typed_config.common_tls_context.validation_context (line 206): upstream TLS accepts any certificate its CAs signed`}},
+	{"extproc-cluster-tls-no-alpn", []string{`static_resources.clusters[0].transport_socket.typed_config.common_tls_context.alpn_protocols (line 200): cluster "modgate_extproc" serves gRPC over TLS but offers no ALPN`}},
+	{"extproc-no-response-attributes", []string{extProc + `.response_attributes (line 110): must list upstream.address and xds.cluster_name: the processor learns from them which upstream Envoy's router used (missing: xds.cluster_name)`}},
+	{"extproc-disabled-on-route", []string{`routes[1].typed_per_filter_config["envoy.filters.http.ext_proc"].disabled (line 133): ext_proc must not be disabled on a route`}},
+}
+
+// TestExtProcClusterOnLoopback checks the one exemption from mutual TLS
+// to the sidecar: a cluster whose endpoints are all loopback addresses (or
+// pipes) reaches a sidecar in Envoy's own network namespace.
+func TestExtProcClusterOnLoopback(t *testing.T) {
+	gw := string(readFile(t, "gateway.yaml"))
+	plain := gw[:strings.Index(gw, "    # Mutual TLS to the sidecar")] + gw[strings.Index(gw, "  # The xDS server"):]
+	if strings.Count(plain, "- name: modgate_extproc") != 1 || strings.Count(gw, "transport_socket:")-strings.Count(plain, "transport_socket:") != 1 {
+		t.Fatal("gateway.yaml changed shape: cannot cut out the ext_proc cluster's transport_socket")
+	}
+	v := &Validator{FileExists: certsExist}
+	tests := []struct {
+		endpoint string
+		wantErr  bool
+	}{
+		{"{address: 127.0.0.1, port_value: 9002}", false},
+		{"{address: \"::1\", port_value: 9002}", false},
+		{"{address: modgate, port_value: 9002}", true},
+		{"{address: 10.0.0.1, port_value: 9002}", true},
+		{"{address: localhost, port_value: 9002}", true}, // a name: Envoy resolves it, who knows where
+	}
+	for _, tt := range tests {
+		cfg := strings.Replace(plain, "{address: modgate, port_value: 9002}", tt.endpoint, 1)
+		err := v.ValidateBootstrap([]byte(cfg))
+		if gotErr := err != nil; gotErr != tt.wantErr {
+			t.Errorf("ext_proc cluster without TLS at %s: ValidateBootstrap = %v, want error: %v", tt.endpoint, err, tt.wantErr)
+		}
+	}
 }
 
 func TestBrokenFixtures(t *testing.T) {

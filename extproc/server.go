@@ -1,3 +1,19 @@
+// Package extproc is modgate's mesh front end: the
+// envoy.service.ext_proc.v3.ExternalProcessor gRPC server that the gateway
+// Envoy streams every request to. It is a thin adapter over the processor
+// (package gate), of equal rank with the standalone HTTP front end
+// (package gateway): it turns Envoy's messages into the processor's phases
+// and the processor's decisions into Envoy's replies, and decides nothing
+// itself.
+//
+// What the adapter must do that the HTTP front end need not: route
+// (dynamic metadata the gateway's route table matches, with a header
+// mutation that leaves the routed request only the canonical path and the
+// headers the processor allows), narrow a fill to the upstream Envoy's
+// router chose (from the upstream.address and xds.cluster_name response
+// attributes), hold back the reply to a fill's final body chunk until the
+// artifact is verified, and abandon a fill whose stream ended mid-body so
+// that no key stays wedged.
 package extproc
 
 import (
@@ -8,6 +24,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +40,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/modgate/modgate/capability"
+	"github.com/modgate/modgate/gate"
 )
 
 // Routing by dynamic metadata: the gateway's route table sends a request
@@ -36,8 +56,15 @@ const (
 	RouteBlob         = "blob"
 )
 
-// attributesKey is where Envoy puts the request attributes.
+// attributesKey is where Envoy puts the request and response attributes.
 const attributesKey = "envoy.filters.http.ext_proc"
+
+// The response attributes that name the upstream Envoy's router used; the
+// gateway bootstrap asks for them (response_attributes).
+const (
+	attrUpstreamAddress = "upstream.address"
+	attrClusterName     = "xds.cluster_name"
+)
 
 // ServerOptions configures a Server. The zero value works.
 type ServerOptions struct {
@@ -49,13 +76,19 @@ type ServerOptions struct {
 	// announced no larger is asked for BUFFERED, others STREAMED.
 	// Default 1 MiB.
 	BufferLimit int64
-	// WaitNotice is how long a request may wait (for another request's
-	// fill) before the Server asks Envoy for more time. Default 300ms,
-	// under the shipped 500ms message timeout.
+	// WaitNotice is how long a phase may run (a wait for another
+	// request's fill, the verification of a large zip) before the Server
+	// asks Envoy for more time. Default 300ms, under the shipped 500ms
+	// message timeout.
 	WaitNotice time.Duration
 	// ExtendTo is the message timeout asked for then: the gateway's
 	// max_message_timeout. Default 60s.
 	ExtendTo time.Duration
+	// Capability makes the token (package capability) that a hit routed
+	// to the blob listener carries, binding the processor's decision to
+	// the one path. Default: none, and the blob listener, which requires
+	// one, refuses routed hits.
+	Capability interface{ Token(path string) string }
 	// Logger receives operational logs. Default: the Processor's.
 	Logger *slog.Logger
 	// Observer receives stream counts and phase latencies. Default: none.
@@ -77,13 +110,13 @@ type StreamObserver interface {
 // exactly one reply.
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
-	p    *Processor
+	p    *gate.Processor
 	opts ServerOptions
 	log  *slog.Logger
 }
 
 // NewServer returns the Server for p.
-func NewServer(p *Processor, opts ServerOptions) *Server {
+func NewServer(p *gate.Processor, opts ServerOptions) *Server {
 	if opts.MaxImmediateBytes <= 0 {
 		opts.MaxImmediateBytes = 256 << 10
 	}
@@ -97,7 +130,7 @@ func NewServer(p *Processor, opts ServerOptions) *Server {
 		opts.ExtendTo = 60 * time.Second
 	}
 	if opts.Logger == nil {
-		opts.Logger = p.log
+		opts.Logger = p.Logger()
 	}
 	return &Server{p: p, opts: opts, log: opts.Logger}
 }
@@ -109,15 +142,23 @@ func (s *Server) Register(g *grpc.Server) {
 
 // stream is one request's state on a Process stream.
 type stream struct {
-	s       *Server
-	srv     extprocv3.ExternalProcessor_ProcessServer
-	x       *Exchange
-	fill    *Fill
-	excerpt bool  // the fill wants only the first part of a not-found body
-	status  int   // what the client was sent
-	bytes   int64 // body bytes the client was sent
-	cut     error // what cut the response short
+	s         *Server
+	srv       extprocv3.ExternalProcessor_ProcessServer
+	x         *gate.Exchange
+	fill      *gate.Fill
+	reqHeader http.Header // the request headers Envoy sent
+	excerpt   bool        // the fill wants only the first part of a not-found body
+	status    int         // what the client was sent
+	bytes     int64       // body bytes the client was sent
+	cut       error       // what cut the response short
 }
+
+// errStreamEnded is what cut a response short when Envoy ended the stream
+// before the response was whole.
+var errStreamEnded = errors.New("stream ended before the response was whole")
+
+// errHeadOnly ends the fill of a HEAD miss: nothing to store.
+var errHeadOnly = errors.New("a HEAD has no body to store")
 
 // Process handles one request's stream. Envoy ending the stream (io.EOF,
 // or Canceled when it resets it) is a normal end.
@@ -127,21 +168,31 @@ func (s *Server) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 		o.StreamStarted()
 	}
 	var procErr error
+	ctx := srv.Context()
 	defer func() {
+		if st.fill != nil {
+			// The stream ended while this request led a fill: land it, so
+			// the requests waiting for it look again instead of waiting out
+			// their time, and nothing partial stays open.
+			if st.cut == nil {
+				st.cut = errStreamEnded
+			}
+			st.fill.Abandon(context.WithoutCancel(ctx), st.cut)
+			st.fill = nil
+		}
 		if st.x != nil {
-			st.x.Done(st.status, st.bytes, st.cut)
+			st.x.Done(context.WithoutCancel(ctx), st.status, st.bytes, st.cut)
 		}
 		if o := s.opts.Observer; o != nil {
 			o.StreamEnded(procErr == nil)
 		}
 	}()
-	ctx := srv.Context()
 	for {
 		req, err := srv.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) {
-				if st.status == 0 && st.x != nil && st.cut == nil {
-					st.cut = errors.New("stream ended before a response")
+				if (st.status == 0 || st.fill != nil) && st.x != nil && st.cut == nil {
+					st.cut = errStreamEnded
 				}
 				return nil
 			}
@@ -190,7 +241,7 @@ func (st *stream) handle(ctx context.Context, req *extprocv3.ProcessingRequest) 
 		}
 		return st.requestHeaders(ctx, r.RequestHeaders, req.Attributes[attributesKey])
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		return st.responseHeaders(ctx, r.ResponseHeaders)
+		return st.responseHeaders(ctx, r.ResponseHeaders, req.Attributes[attributesKey])
 	case *extprocv3.ProcessingRequest_ResponseBody:
 		return st.responseBody(ctx, r.ResponseBody)
 	case *extprocv3.ProcessingRequest_RequestBody:
@@ -207,53 +258,70 @@ func (st *stream) handle(ctx context.Context, req *extprocv3.ProcessingRequest) 
 func (st *stream) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders, attrs *structpb.Struct) (*extprocv3.ProcessingResponse, error) {
 	hdr := headerMap(h.GetHeaders())
 	st.x = st.s.p.Begin(clientFromAttributes(attrs))
+	st.reqHeader = hdr
 	method, path := hdr.Get(":method"), hdr.Get(":path")
 
-	// A request may wait here for another request's fill: well before
-	// Envoy's message timeout, ask for more time.
-	done := make(chan Decision, 1)
 	// Envoy forwards the client's W3C traceparent among the headers.
 	ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(hdr))
-	go func() { done <- st.x.RequestHeaders(ctx, method, path) }()
-	var d Decision
-	select {
-	case d = <-done:
-	case <-time.After(st.s.opts.WaitNotice):
-		err := st.srv.Send(&extprocv3.ProcessingResponse{OverrideMessageTimeout: durationpb.New(st.s.opts.ExtendTo)})
-		d = <-done // the processor returns Abort once ctx ends
-		if err != nil {
-			closeEntry(d)
-			return nil, err
-		}
+	// A request may wait here for another request's fill.
+	d, err := slow(st, func() gate.Decision { return st.x.RequestHeaders(ctx, method, path) })
+	if err != nil {
+		closeEntry(d)
+		st.fill = d.Fill // led and never fed: Process abandons it
+		return nil, err
 	}
 
 	switch d.Action {
-	case Abort:
+	case gate.Abort:
 		st.cut = errors.New("client went away")
 		return nil, nil
-	case Reject, Serve:
+	case gate.Reject, gate.Serve:
 		return st.immediate(d.Reply), nil
-	case Hit:
+	case gate.Hit:
 		return st.hit(d)
-	case Forward:
+	case gate.Forward:
 		st.fill = d.Fill
 		route := RoutePublic
 		if d.Fill.Private() {
 			route = RoutePrivate
 		}
-		return routeTo(route), nil
+		return st.routeTo(route, d.Fill.Path(), gate.UpstreamHeader, nil), nil
 	}
 	closeEntry(d)
 	return nil, fmt.Errorf("processor decided %v on request headers", d.Action)
 }
 
+// slow runs fn, which may outlast Envoy's message timeout (a wait for
+// another request's fill, the verification of a large zip), on a goroutine
+// of its own: if fn has not returned after WaitNotice, well within the
+// timeout, Envoy is asked for more time for the message being answered
+// (override_message_timeout, up to the gateway's max_message_timeout).
+// It always waits for fn; the error is the notice's.
+func slow[T any](st *stream, fn func() T) (T, error) {
+	done := make(chan T, 1)
+	go func() { done <- fn() }()
+	notice := time.NewTimer(st.s.opts.WaitNotice)
+	defer notice.Stop()
+	select {
+	case v := <-done:
+		return v, nil
+	case <-notice.C:
+		err := st.srv.Send(&extprocv3.ProcessingResponse{OverrideMessageTimeout: durationpb.New(st.s.opts.ExtendTo)})
+		return <-done, err
+	}
+}
+
 // hit answers a cache hit: small ones in an ImmediateResponse, large ones
 // by routing to the blob listener.
-func (st *stream) hit(d Decision) (*extprocv3.ProcessingResponse, error) {
+func (st *stream) hit(d gate.Decision) (*extprocv3.ProcessingResponse, error) {
 	defer d.Entry.Close()
 	if d.Entry.Size > st.s.opts.MaxImmediateBytes {
 		st.status, st.bytes = d.Status, d.Entry.Size
-		return routeTo(RouteBlob), nil
+		var set http.Header
+		if c := st.s.opts.Capability; c != nil {
+			set = http.Header{capability.Header: {c.Token(d.Entry.Key)}}
+		}
+		return st.routeTo(RouteBlob, d.Entry.Key, set, blobHeaders), nil
 	}
 	body := d.Entry.Bytes()
 	if body == nil {
@@ -264,10 +332,14 @@ func (st *stream) hit(d Decision) (*extprocv3.ProcessingResponse, error) {
 	}
 	h := d.Header.Clone()
 	h.Set("Content-Length", strconv.Itoa(len(body)))
-	return st.immediate(&Reply{Status: d.Status, Header: h, Body: body}), nil
+	return st.immediate(&gate.Reply{Status: d.Status, Header: h, Body: body}), nil
 }
 
-func (st *stream) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders) (*extprocv3.ProcessingResponse, error) {
+// responseHeaders hands the upstream's answer to the fill. Envoy's router
+// chose the upstream, so the fill is narrowed to that one (Fill.Via, from
+// the upstream.address and xds.cluster_name response attributes): in mesh
+// mode there is no next candidate to try.
+func (st *stream) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders, attrs *structpb.Struct) (*extprocv3.ProcessingResponse, error) {
 	headers := &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}
 	if st.fill == nil {
 		// A blob-listener hit passing through: nothing to do.
@@ -278,10 +350,23 @@ func (st *stream) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders)
 	if err != nil {
 		return nil, fmt.Errorf("response headers without a valid :status: %q", hdr.Get(":status"))
 	}
+	f := attrs.GetFields()
+	st.fill.Via(f[attrUpstreamAddress].GetStringValue(), f[attrClusterName].GetStringValue())
 	r := st.fill.UpstreamResponse(ctx, 0, code, hdr)
-	if r.Action != Store {
-		// Fail (or Next, which cannot happen with one candidate: Envoy's
-		// cluster is the only one).
+	if r.Action == gate.Store && code == http.StatusOK && h.GetEndOfStream() && st.reqHeader.Get(":method") == http.MethodHead {
+		// A HEAD went upstream as a HEAD (Envoy's router keeps the method):
+		// there is no body to check and store. The answer's headers pass;
+		// the next GET fills the cache.
+		st.x.Passed(ctx, st.fill.Abandon(ctx, errHeadOnly))
+		st.fill, st.status = nil, code
+		headers.ResponseHeaders.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
+			SetHeaders: []*corev3.HeaderValueOption{setHeader("x-modgate-cache", "miss"), setHeader("x-request-id", st.x.ID())},
+		}}
+		return &extprocv3.ProcessingResponse{Response: headers}, nil
+	}
+	if r.Action != gate.Store || h.GetEndOfStream() {
+		// Fail, or a response without a body to wait for. (Next cannot
+		// happen: the fill has one candidate.)
 		return st.finish(ctx, nil)
 	}
 	mode := filterv3.ProcessingMode_STREAMED
@@ -310,7 +395,7 @@ func (st *stream) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*ext
 	if st.fill == nil {
 		return pass, nil
 	}
-	if err := st.fill.ResponseBody(b.GetBody()); err != nil {
+	if err := st.fill.ResponseBody(ctx, b.GetBody()); err != nil {
 		return st.finish(ctx, err)
 	}
 	// A BUFFERED_PARTIAL excerpt comes in one message, end_of_stream false
@@ -331,10 +416,14 @@ func (st *stream) responseBody(ctx context.Context, b *extprocv3.HttpBody) (*ext
 func (st *stream) finish(ctx context.Context, bodyErr error) (*extprocv3.ProcessingResponse, error) {
 	f := st.fill
 	st.fill = nil
-	res := f.Finish(ctx, bodyErr)
+	// Verifying a large zip takes longer than a message timeout.
+	res, err := slow(st, func() gate.FillResult { return f.Finish(ctx, bodyErr) })
+	if err != nil {
+		return nil, err
+	}
 	d := st.x.Filled(ctx, res)
 	switch d.Action {
-	case Hit:
+	case gate.Hit:
 		if d.Status == http.StatusOK && !d.Entry.Fresh {
 			// A stale answer replaces the failed upstream's.
 			return st.hit(d)
@@ -346,11 +435,18 @@ func (st *stream) finish(ctx context.Context, bodyErr error) (*extprocv3.Process
 			return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}, nil
 		}
 		return st.hit(d) // a negative entry: the cleaned not-found text
-	case Reject:
-		if st.bytes > 0 {
-			st.cut = errors.New("artifact refused after part of it went to the client: stream reset")
+	case gate.Reject:
+		if st.bytes == 0 {
+			return st.immediate(d.Reply), nil
 		}
-		return st.immediate(d.Reply), nil
+		// The headers and part of the body went to the client: Envoy
+		// resets the stream on this reply. The audit records what the
+		// client was sent, and why it was cut.
+		st.cut = fmt.Errorf("artifact refused after part of it went to the client, stream reset: %s", d.Reply.Body)
+		status, n := st.status, st.bytes
+		resp := st.immediate(d.Reply)
+		st.status, st.bytes = status, n
+		return resp, nil
 	}
 	closeEntry(d)
 	return nil, fmt.Errorf("processor decided %v after a fill", d.Action)
@@ -358,7 +454,7 @@ func (st *stream) finish(ctx context.Context, bodyErr error) (*extprocv3.Process
 
 // immediate is the one place a processor reply becomes an Envoy
 // ImmediateResponse.
-func (st *stream) immediate(rep *Reply) *extprocv3.ProcessingResponse {
+func (st *stream) immediate(rep *gate.Reply) *extprocv3.ProcessingResponse {
 	st.status, st.bytes = rep.Status, int64(len(rep.Body))
 	var set []*corev3.HeaderValueOption
 	for k, vs := range rep.Header {
@@ -377,14 +473,43 @@ func (st *stream) immediate(rep *Reply) *extprocv3.ProcessingResponse {
 	}}}
 }
 
+// blobHeaders are the client's headers the blob listener needs: a range
+// and its preconditions.
+var blobHeaders = map[string]bool{
+	"range": true, "if-range": true, "if-match": true, "if-none-match": true,
+	"if-modified-since": true, "if-unmodified-since": true,
+}
+
 // routeTo answers request headers by routing to one of the gateway's
 // clusters: dynamic metadata, a header mutation (Envoy ignores
-// clear_route_cache without one; empty counts) and clear_route_cache.
-func routeTo(route string) *extprocv3.ProcessingResponse {
+// clear_route_cache without one) and clear_route_cache. The mutation makes
+// the routed request carry the canonical path and only the headers the
+// processor allows: set, plus the client's headers named in keep; every
+// other header the client sent is removed, so no credential, cookie or
+// identity reaches a cluster. Envoy's own headers (x-envoy-*, host) are
+// not the client's and cannot be removed.
+func (st *stream) routeTo(route, path string, set http.Header, keep map[string]bool) *extprocv3.ProcessingResponse {
+	mut := &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+		setHeader(":path", path),
+		setHeader("x-request-id", st.x.ID()),
+	}}
+	for k, vs := range set {
+		for _, v := range vs {
+			mut.SetHeaders = append(mut.SetHeaders, setHeader(strings.ToLower(k), v))
+		}
+	}
+	for k := range st.reqHeader {
+		k = strings.ToLower(k)
+		if strings.HasPrefix(k, ":") || k == "host" || k == "x-request-id" || strings.HasPrefix(k, "x-envoy-") || keep[k] || set.Get(k) != "" {
+			continue
+		}
+		mut.RemoveHeaders = append(mut.RemoveHeaders, k)
+	}
+	slices.Sort(mut.RemoveHeaders) // one order for one request
 	md, _ := structpb.NewStruct(map[string]any{MetadataNamespace: map[string]any{MetadataKey: route}})
 	return &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
-			Response: &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{}, ClearRouteCache: true},
+			Response: &extprocv3.CommonResponse{HeaderMutation: mut, ClearRouteCache: true},
 		}},
 		DynamicMetadata: md,
 	}
@@ -417,8 +542,8 @@ func headerMap(hm *corev3.HeaderMap) http.Header {
 
 // clientFromAttributes reads the client's identity from Envoy's request
 // attributes.
-func clientFromAttributes(attrs *structpb.Struct) Client {
-	var c Client
+func clientFromAttributes(attrs *structpb.Struct) gate.Client {
+	var c gate.Client
 	f := attrs.GetFields()
 	str := func(k string) string { return f[k].GetStringValue() }
 	if ap, err := netip.ParseAddrPort(str("source.address")); err == nil {
@@ -432,8 +557,17 @@ func clientFromAttributes(attrs *structpb.Struct) Client {
 	return c
 }
 
-func closeEntry(d Decision) {
+func closeEntry(d gate.Decision) {
 	if d.Entry != nil {
 		d.Entry.Close()
 	}
+}
+
+// contentLength returns the announced body length, -1 if none.
+func contentLength(h http.Header) int64 {
+	n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/extproc"
+	"github.com/modgate/modgate/gate"
 	"github.com/modgate/modgate/integration/testproxy"
 	"github.com/modgate/modgate/ledger"
 	"github.com/modgate/modgate/policy"
@@ -74,7 +75,7 @@ func startSidecar(tb testing.TB) *sidecar {
 	}
 	aw := audit.NewWriter(io.Discard)
 	tb.Cleanup(func() { aw.Close() })
-	p, err := extproc.New(extproc.Options{Policy: pol, Upstreams: set, Cache: c, Verifier: v, Audit: aw, Logger: log})
+	p, err := gate.New(gate.Options{Policy: pol, Upstreams: set, Cache: c, Verifier: v, Audit: aw, Logger: log})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -234,7 +235,7 @@ func TestServerWithholdsTamperedZip(t *testing.T) {
 		t.Errorf("final chunk of a tampered zip: reply %v, want an ImmediateResponse 502 (Envoy resets the stream)", resp)
 	}
 	end(s)
-	if _, err := sc.cache.Get(zip); err == nil {
+	if _, err := sc.cache.Get(t.Context(), zip); err == nil {
 		t.Error("the tampered zip was cached")
 	}
 }

@@ -1,4 +1,4 @@
-package extproc
+package gate
 
 import (
 	"context"
@@ -29,7 +29,7 @@ import (
 // for it cannot cancel it.
 type Fill struct {
 	p          *Processor
-	flight     *cache.Flight[FillResult]
+	flight     Flight
 	req        goproxy.Request
 	route      policy.Route
 	key        string
@@ -65,7 +65,7 @@ type Response struct {
 	Excerpt bool   // Store: read at most Limit bytes; more is not an error
 }
 
-func (x *Exchange) newFill(ctx context.Context, f *cache.Flight[FillResult], key string, candidates []*upstream.Upstream) *Fill {
+func (x *Exchange) newFill(ctx context.Context, f Flight, key string, candidates []*upstream.Upstream) *Fill {
 	_, span := x.p.tracer.Start(ctx, "modgate.upstream.fetch", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("url.path", key)))
 	return &Fill{
@@ -94,6 +94,43 @@ func (f *Fill) observe(upstream, outcome string) {
 
 // Candidates returns the upstreams to try, in order.
 func (f *Fill) Candidates() []*upstream.Upstream { return f.candidates }
+
+// Via narrows the fill to the one upstream that a front end's own router
+// chose (Envoy's, in mesh mode), before its response is handed over:
+// addr is the host:port Envoy connected to (the upstream.address
+// attribute) and cluster the cluster's name (xds.cluster_name); either
+// may be "". The fill then has exactly one candidate, so a 404 from it is
+// the answer, never a reason to try another that nobody will ask.
+//
+// The candidate is the route's upstream whose URL names addr. If none
+// does (a DNS-named upstream, which Envoy reaches by a resolved address),
+// and the route has one upstream, it is that one. Otherwise it is an
+// upstream named for what Envoy reported, which no health registry
+// knows: modgate does not guess which upstream answered.
+func (f *Fill) Via(addr, cluster string) *upstream.Upstream {
+	var u *upstream.Upstream
+	for _, c := range f.candidates {
+		if addr != "" && c.Address() == addr {
+			u = c
+			break
+		}
+	}
+	if u == nil && len(f.candidates) == 1 {
+		u = f.candidates[0]
+	}
+	if u == nil {
+		name := cluster
+		if name == "" {
+			name = "envoy"
+		}
+		if addr != "" {
+			name += "@" + addr
+		}
+		u = &upstream.Upstream{Name: name, Private: f.route == policy.Private}
+	}
+	f.candidates = []*upstream.Upstream{u}
+	return u
+}
 
 // Private reports whether the fill is for a private module, whose
 // candidates are the private upstreams.
@@ -139,9 +176,9 @@ func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.H
 		return Response{Action: Store, Limit: MaxExcerptBytes, Excerpt: true}
 	}
 	f.observe(u.Name, "error")
-	if status >= 500 {
-		f.report(u.Name, false)
-	}
+	// Any answer below 500 is alive, as for the prober: the upstream
+	// refused (403) or throttled (429) this request, it is not down.
+	f.report(u.Name, status < 500)
 	return f.fail(ctx, last, &upstreamError{upstream: u.Name, status: status})
 }
 
@@ -178,10 +215,12 @@ var errOverLimit = errors.New("body over the limit")
 
 // ResponseBody takes the next chunk of the body being stored. An error
 // means the body is refused: stop reading and Finish with it.
-func (f *Fill) ResponseBody(chunk []byte) error {
+// Writing may block on the cache's storage; ctx is for implementations
+// that honour it.
+func (f *Fill) ResponseBody(ctx context.Context, chunk []byte) error {
 	if f.w == nil {
 		if f.status == 0 {
-			return errors.New("extproc: body without a Store decision")
+			return errors.New("gate: body without a Store decision")
 		}
 		room := int(f.limit) - len(f.excerpt)
 		f.excerpt = append(f.excerpt, chunk[:min(len(chunk), max(room, 0))]...)
@@ -240,7 +279,7 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 	case f.failure != nil:
 		res.err = f.failure
 	default:
-		res.err = errors.New("extproc: fill finished without an upstream answer")
+		res.err = errors.New("gate: fill finished without an upstream answer")
 	}
 	f.landed, f.result = true, res
 	f.span.SetAttributes(attribute.String("modgate.upstream", res.upstream))
@@ -248,8 +287,28 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 		f.span.SetStatus(codes.Error, res.err.Error())
 	}
 	f.span.End()
-	f.p.flights.Land(f.flight, res)
+	f.flight.Land(res)
 	return res
+}
+
+// Abandon ends a fill whose leader can no longer feed it: the front end's
+// stream ended before the body was whole (Envoy reset it, or the client
+// left), or the answer has no body (a HEAD). Nothing is stored, and the requests waiting for the fill look
+// again, so one of them leads a fresh fill; no key stays wedged. It
+// returns the fill's result; calls after Finish or Abandon return the
+// result they landed.
+func (f *Fill) Abandon(ctx context.Context, err error) FillResult {
+	if f.landed {
+		return f.result
+	}
+	f.abortWriter()
+	f.landed = true
+	f.result = FillResult{upstream: f.upstream, err: &upstreamError{upstream: f.upstream, err: err}, retry: true}
+	f.log.InfoContext(ctx, "fill abandoned: nothing stored", "err", err)
+	f.span.SetStatus(codes.Error, "abandoned: "+err.Error())
+	f.span.End()
+	f.flight.Land(f.result)
+	return f.result
 }
 
 // verify checks the body about to be stored: a go.mod or zip against the

@@ -1,19 +1,30 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
 
 	"github.com/modgate/modgate/cache"
-	"github.com/modgate/modgate/extproc"
+	"github.com/modgate/modgate/capability"
+	"github.com/modgate/modgate/gate"
 	"github.com/modgate/modgate/goproxy"
 )
 
 // Getter reads the cache. Get's error wraps fs.ErrNotExist when the key is
 // not cached; the caller closes the Entry.
 type Getter interface {
-	Get(key string) (*cache.Entry, error)
+	Get(ctx context.Context, key string) (*cache.Entry, error)
+}
+
+// A Checker checks the capability token a routed request carries (in
+// capability.Header) against the request's canonical path. Check returns
+// nil only if the token admits that path now. It must be safe for
+// concurrent use. *capability.Key is one; the blob listener must be given
+// the Key the ext_proc server makes its tokens with.
+type Checker interface {
+	Check(token, path string) error
 }
 
 // NewBlobHandler serves cached responses, and nothing else: it is the
@@ -22,7 +33,13 @@ type Getter interface {
 // server has already decided and audited the request; this handler only
 // sends the bytes, with Range and If-None-Match support. An entry evicted
 // between that decision and this request is a 503: the client may retry.
-func NewBlobHandler(c Getter, log *slog.Logger) http.Handler {
+//
+// Every request must carry a token from caps for its canonical path in
+// capability.Header (the ext_proc server adds it when it routes a hit
+// here): without one, or with one for another path, expired or made under
+// another key, the answer is a plain-text 403 and the cache is not read.
+// A nil caps refuses every request.
+func NewBlobHandler(c Getter, caps Checker, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -32,7 +49,17 @@ func NewBlobHandler(c Getter, log *slog.Logger) http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		e, err := c.Get(req.Path())
+		p := req.Path()
+		err = errors.New("blob listener: no capability checker configured")
+		if caps != nil {
+			err = caps.Check(r.Header.Get(capability.Header), p)
+		}
+		if err != nil {
+			log.Info("blob listener: request refused", "path", p, "remote", r.RemoteAddr, "err", err)
+			http.Error(w, "forbidden: the blob listener serves only requests routed by modgate's ext_proc server", http.StatusForbidden)
+			return
+		}
+		e, err := c.Get(r.Context(), p)
 		if errors.Is(err, cache.ErrNotCached) {
 			http.Error(w, "not in the cache any more: retry", http.StatusServiceUnavailable)
 			return
@@ -54,7 +81,7 @@ func NewBlobHandler(c Getter, log *slog.Logger) http.Handler {
 			h.Set("Cache-Control", "no-cache")
 		}
 		cw := &countingWriter{ResponseWriter: w}
-		if err := serveEntry(cw, r, extproc.Decision{Action: extproc.Hit, Entry: e, Status: e.Status, Header: h}); err != nil {
+		if err := serveEntry(cw, r, gate.Decision{Action: gate.Hit, Entry: e, Status: e.Status, Header: h}); err != nil {
 			panic(http.ErrAbortHandler)
 		}
 	})

@@ -1,5 +1,5 @@
 // Package gateway is modgate's standalone HTTP front end: an http.Handler
-// that drives the processor (package extproc) in-process and fetches from
+// that drives the processor (package gate) in-process and fetches from
 // upstreams with an upstream.Client, the way Envoy and its router do in
 // mesh mode.
 //
@@ -31,13 +31,13 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 
-	"github.com/modgate/modgate/extproc"
+	"github.com/modgate/modgate/gate"
 	"github.com/modgate/modgate/upstream"
 )
 
 // Options configures a Handler. Processor and Client are required.
 type Options struct {
-	Processor *extproc.Processor
+	Processor *gate.Processor
 	Client    *upstream.Client
 	// FetchTimeout bounds a whole fill — every candidate upstream, body
 	// included. Default 10 minutes (a 500 MiB zip at ~1 MiB/s).
@@ -51,7 +51,7 @@ type Options struct {
 
 // A Handler serves the GOPROXY protocol through the processor.
 type Handler struct {
-	proc         *extproc.Processor
+	proc         *gate.Processor
 	client       *upstream.Client
 	fetchTimeout time.Duration
 	log          *slog.Logger
@@ -112,12 +112,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := h.proc.Begin(clientOf(r))
 	cw := &countingWriter{ResponseWriter: w}
 	cw.Header().Set("X-Request-Id", x.ID())
-	var cut error
-	defer func() { x.Done(cw.status, cw.n, cut) }()
-
 	ctx := h.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	var cut error
+	defer func() { x.Done(context.WithoutCancel(ctx), cw.status, cw.n, cut) }()
+
 	d := x.RequestHeaders(ctx, r.Method, r.RequestURI)
-	if d.Action == extproc.Forward {
+	if d.Action == gate.Forward {
 		res, err := h.fill(ctx, d.Fill)
 		if err != nil {
 			cut = errClientGone
@@ -126,9 +126,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d = x.Filled(ctx, res)
 	}
 	switch d.Action {
-	case extproc.Abort:
+	case gate.Abort:
 		cut = errClientGone
-	case extproc.Hit:
+	case gate.Hit:
 		cut = serveEntry(cw, r, d)
 		if cut != nil {
 			if ctx.Err() != nil {
@@ -146,8 +146,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // fill runs f on a goroutine of its own, with its own timeout, so that it
 // completes for the requests waiting on it even if this one's client goes
 // away; it returns early only with ctx's error.
-func (h *Handler) fill(ctx context.Context, f *extproc.Fill) (extproc.FillResult, error) {
-	done := make(chan extproc.FillResult, 1)
+func (h *Handler) fill(ctx context.Context, f *gate.Fill) (gate.FillResult, error) {
+	done := make(chan gate.FillResult, 1)
 	h.fills.Add(1)
 	go func() {
 		defer h.fills.Done()
@@ -159,27 +159,27 @@ func (h *Handler) fill(ctx context.Context, f *extproc.Fill) (extproc.FillResult
 	case res := <-done:
 		return res, nil
 	case <-ctx.Done():
-		return extproc.FillResult{}, ctx.Err()
+		return gate.FillResult{}, ctx.Err()
 	}
 }
 
 // fetch asks the candidates in order, as the fill decides, and feeds it
 // the body to store.
-func (h *Handler) fetch(ctx context.Context, f *extproc.Fill) extproc.FillResult {
+func (h *Handler) fetch(ctx context.Context, f *gate.Fill) gate.FillResult {
 	for i, u := range f.Candidates() {
-		resp, err := h.client.Do(ctx, u, http.MethodGet, f.Path())
-		var rr extproc.Response
+		resp, err := h.client.Do(ctx, u, http.MethodGet, f.Path(), gate.UpstreamHeader)
+		var rr gate.Response
 		if err != nil {
 			rr = f.UpstreamFailed(ctx, i, err)
 		} else {
 			rr = f.UpstreamResponse(ctx, i, resp.StatusCode, resp.Header)
 		}
 		switch rr.Action {
-		case extproc.Next:
+		case gate.Next:
 			discard(resp)
 			continue
-		case extproc.Store:
-			err := feed(f, resp.Body, rr)
+		case gate.Store:
+			err := feed(ctx, f, resp.Body, rr)
 			resp.Body.Close()
 			return f.Finish(ctx, err)
 		}
@@ -190,7 +190,7 @@ func (h *Handler) fetch(ctx context.Context, f *extproc.Fill) extproc.FillResult
 }
 
 // feed copies an upstream body into the fill, chunk by chunk.
-func feed(f *extproc.Fill, body io.Reader, rr extproc.Response) error {
+func feed(ctx context.Context, f *gate.Fill, body io.Reader, rr gate.Response) error {
 	if rr.Excerpt {
 		body = io.LimitReader(body, rr.Limit)
 	}
@@ -198,7 +198,7 @@ func feed(f *extproc.Fill, body io.Reader, rr extproc.Response) error {
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
-			if ferr := f.ResponseBody(buf[:n]); ferr != nil {
+			if ferr := f.ResponseBody(ctx, buf[:n]); ferr != nil {
 				return ferr
 			}
 		}
@@ -215,7 +215,7 @@ func feed(f *extproc.Fill, body io.Reader, rr extproc.Response) error {
 // the short way: headers, then the body, a file going out with sendfile.
 // A request with a Range or a precondition goes through http.ServeContent.
 // A non-nil error means the client must not see the response complete.
-func serveEntry(w *countingWriter, r *http.Request, d extproc.Decision) error {
+func serveEntry(w *countingWriter, r *http.Request, d gate.Decision) error {
 	defer d.Entry.Close()
 	for k, v := range d.Header {
 		w.Header()[k] = v
@@ -271,7 +271,7 @@ func ranged(r *http.Request) bool {
 }
 
 // writeReply writes a reply the processor made.
-func writeReply(w http.ResponseWriter, r *http.Request, rep *extproc.Reply) {
+func writeReply(w http.ResponseWriter, r *http.Request, rep *gate.Reply) {
 	for k, v := range rep.Header {
 		w.Header()[k] = v
 	}
@@ -293,8 +293,8 @@ func discard(resp *http.Response) {
 }
 
 // clientOf reads the client's identity off the connection.
-func clientOf(r *http.Request) extproc.Client {
-	var c extproc.Client
+func clientOf(r *http.Request) gate.Client {
+	var c gate.Client
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		c.Addr = ap
 	}

@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"maps"
@@ -23,7 +22,8 @@ import (
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/budget"
 	"github.com/modgate/modgate/cache"
-	"github.com/modgate/modgate/extproc"
+	"github.com/modgate/modgate/gate"
+	"github.com/modgate/modgate/gate/gatetest"
 	"github.com/modgate/modgate/gateway"
 	"github.com/modgate/modgate/integration/testproxy"
 	"github.com/modgate/modgate/ledger"
@@ -32,62 +32,9 @@ import (
 	"github.com/modgate/modgate/verify"
 )
 
-// events collects audit events in memory.
-type events struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (e *events) Write(p []byte) (int, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.buf.Write(p)
-}
-
-// wait returns the events once there are at least n, or after 5s: an
-// event is recorded when its response is done, just after the client has
-// read it.
-func (e *events) wait(t testing.TB, n int) []audit.Event {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		evs := e.list(t)
-		if len(evs) >= n || time.Now().After(deadline) {
-			// Give a duplicate, if there were one, the time to show.
-			time.Sleep(10 * time.Millisecond)
-			return e.list(t)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func (e *events) list(t testing.TB) []audit.Event {
-	t.Helper()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var out []audit.Event
-	dec := json.NewDecoder(bytes.NewReader(e.buf.Bytes()))
-	for dec.More() {
-		var ev audit.Event
-		if err := dec.Decode(&ev); err != nil {
-			t.Fatalf("decode audit event: %v", err)
-		}
-		out = append(out, ev)
-	}
-	return out
-}
-
-// tbWriter sends logs to the test's log.
-type tbWriter struct{ t testing.TB }
-
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
 type harness struct {
 	url     string
-	events  *events
+	events  *gatetest.AuditLog
 	handler http.Handler
 }
 
@@ -95,7 +42,7 @@ type setup struct {
 	public  []string // upstream base URLs
 	private []string
 	sumdb   string // verifier key of the public upstreams' checksum database; "" verifies nothing public
-	opts    extproc.Options
+	opts    gate.Options
 	client  upstream.ClientOptions
 }
 
@@ -120,10 +67,10 @@ func start(t testing.TB, s setup) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := new(events)
+	ev := new(gatetest.AuditLog)
 	log := slog.New(slog.DiscardHandler)
 	if _, bench := t.(*testing.B); !bench {
-		log = slog.New(slog.NewTextHandler(tbWriter{t}, nil))
+		log = slog.New(slog.NewTextHandler(gatetest.TBWriter{T: t}, nil))
 	}
 	c, err := cache.Open(cache.Config{Dir: t.TempDir(), HotBytes: 8 << 20, DiskBytes: 1 << 30, Logger: log})
 	if err != nil {
@@ -152,7 +99,7 @@ func start(t testing.TB, s setup) *harness {
 	t.Cleanup(func() { v.Close() })
 	opts := s.opts
 	opts.Policy, opts.Upstreams, opts.Audit, opts.Logger, opts.Cache, opts.Verifier = pol, set, aw, log, c, v
-	proc, err := extproc.New(opts)
+	proc, err := gate.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,151 +130,10 @@ func get(t *testing.T, method, base, target string) (status int, body string, er
 	return resp.StatusCode, string(b), err
 }
 
-func closedURL(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return "http://" + addr
-}
-
-func TestStatusSemantics(t *testing.T) {
-	mods := testproxy.Fixtures(t)
-	var public, private []*testproxy.Module
-	for _, m := range mods {
-		if strings.HasPrefix(m.Path, "corp.example/") {
-			private = append(private, m)
-		} else {
-			public = append(public, m)
-		}
-	}
-	status := func(code int) func(string) int { return func(string) int { return code } }
-
-	tests := []struct {
-		name       string
-		method     string
-		target     string
-		pubFaults  []func(string) int // one per public upstream; nil: serve
-		noPrivate  bool               // configure no private upstream
-		deadPublic bool               // first public upstream refuses connections
-		passPriv   bool
-		wantStatus int
-		wantBody   string // substring
-		decision   string
-		rule       string
-		outcome    string
-	}{
-		{name: "zip", target: "/example.com/a/@v/v1.0.0.zip", wantStatus: 200, decision: "forward", outcome: "success"},
-		{name: "head info", method: "HEAD", target: "/example.com/a/@v/v1.0.0.info", wantStatus: 200, decision: "forward", outcome: "success"},
-		{name: "list", target: "/example.com/a/@v/list", wantStatus: 200, wantBody: "v1.1.0", decision: "forward"},
-		{name: "latest", target: "/example.com/a/@latest", wantStatus: 200, wantBody: `"v1.1.0"`, decision: "forward"},
-		{name: "escaped upper case", target: "/example.com/%21upper/m/@v/v1.0.0.mod", wantStatus: 200, wantBody: "module example.com/Upper/m", decision: "forward"},
-		{name: "public not found", target: "/example.com/nope/@v/list", wantStatus: 404, wantBody: "not found", decision: "forward", outcome: "failure"},
-		{name: "grammar reject", target: "/example.com/a/@v/v1.0.0/../../x", wantStatus: 400, decision: "reject", rule: "grammar"},
-		{name: "no endpoint", target: "/favicon.ico", wantStatus: 404, decision: "reject", rule: "no-endpoint"},
-		{name: "method", method: "POST", target: "/example.com/a/@v/list", wantStatus: 405, decision: "reject", rule: "method"},
-		{name: "upstream 500 is 502", target: "/example.com/a/@v/list", pubFaults: []func(string) int{status(500)}, wantStatus: 502, wantBody: "answered 500", decision: "forward", rule: "upstream"},
-		{name: "upstream 504 is 504", target: "/example.com/a/@v/list", pubFaults: []func(string) int{status(504)}, wantStatus: 504, decision: "forward", rule: "upstream"},
-		{name: "upstream 429 is 503", target: "/example.com/a/@v/list", pubFaults: []func(string) int{status(429)}, wantStatus: 503, decision: "forward", rule: "upstream"},
-		{name: "upstream 403 is 502", target: "/example.com/a/@v/list", pubFaults: []func(string) int{status(403)}, wantStatus: 502, decision: "forward", rule: "upstream"},
-		{name: "failover after 500", target: "/example.com/a/@v/v1.0.0.mod", pubFaults: []func(string) int{status(500), nil}, wantStatus: 200, decision: "forward"},
-		{name: "fall through 404", target: "/example.com/a/@v/v1.0.0.mod", pubFaults: []func(string) int{status(404), nil}, wantStatus: 200, decision: "forward"},
-		{name: "500 then 404 is 502", target: "/example.com/a/@v/v1.0.0.mod", pubFaults: []func(string) int{status(500), status(404)}, wantStatus: 502, decision: "forward", rule: "upstream"},
-		{name: "404 then 404 is 404", target: "/example.com/a/@v/v1.0.0.mod", pubFaults: []func(string) int{status(404), status(410)}, wantStatus: 410, decision: "forward"},
-		{name: "connection refused is 502", target: "/example.com/a/@v/list", deadPublic: true, wantStatus: 502, decision: "forward", rule: "upstream"},
-		{name: "failover after refused", target: "/example.com/a/@v/list", deadPublic: true, pubFaults: []func(string) int{nil}, wantStatus: 200, decision: "forward"},
-		{name: "private", target: "/corp.example/private/@v/v1.0.0.info", wantStatus: 200, decision: "forward"},
-		{name: "private not found is 403", target: "/corp.example/nope/@v/list", wantStatus: 403, decision: "deny", rule: "private-not-found"},
-		{name: "private not found passed", target: "/corp.example/nope/@v/list", passPriv: true, wantStatus: 404, decision: "forward"},
-		{name: "private without upstream", target: "/corp.example/private/@v/list", noPrivate: true, wantStatus: 403, decision: "deny", rule: "private-no-upstream"},
-		{name: "sumdb supported", target: "/sumdb/" + testproxy.DefaultSumDB + "/supported", wantStatus: 200, decision: "serve"},
-		{name: "sumdb latest", target: "/sumdb/" + testproxy.DefaultSumDB + "/latest", wantStatus: 200, wantBody: testproxy.DefaultSumDB, decision: "forward"},
-		{name: "sumdb lookup", target: "/sumdb/" + testproxy.DefaultSumDB + "/lookup/example.com/a@v1.0.0", wantStatus: 200, wantBody: "example.com/a v1.0.0 h1:", decision: "forward"},
-		{name: "sumdb other name", target: "/sumdb/sum.other.test/supported", wantStatus: 403, decision: "deny", rule: policy.RuleSumDBAllowList},
-		{name: "sumdb private lookup", target: "/sumdb/" + testproxy.DefaultSumDB + "/lookup/corp.example/private@v1.0.0", wantStatus: 403, decision: "deny", rule: policy.RulePrivateSumDB},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var pubs []*testproxy.Server
-			key := testproxy.NewKey(t)
-			s := setup{sumdb: key.Verifier}
-			if tt.deadPublic {
-				s.public = append(s.public, closedURL(t))
-			}
-			n := max(len(tt.pubFaults), 1)
-			if tt.deadPublic {
-				n = len(tt.pubFaults)
-			}
-			for i := range n {
-				p := testproxy.StartWith(t, public, testproxy.Options{Key: key})
-				if i < len(tt.pubFaults) && tt.pubFaults[i] != nil {
-					p.Fault(tt.pubFaults[i])
-				}
-				pubs = append(pubs, p)
-				s.public = append(s.public, p.URL)
-			}
-			priv := testproxy.Start(t, private)
-			if !tt.noPrivate {
-				s.private = []string{priv.URL}
-			}
-			s.opts.PassPrivateNotFound = tt.passPriv
-			h := start(t, s)
-
-			method := tt.method
-			if method == "" {
-				method = "GET"
-			}
-			got, body, err := get(t, method, h.url, tt.target)
-			if err != nil {
-				t.Fatalf("%s %s: %v", method, tt.target, err)
-			}
-			if got != tt.wantStatus || !strings.Contains(body, tt.wantBody) {
-				t.Errorf("%s %s = %d %q, want %d containing %q", method, tt.target, got, body, tt.wantStatus, tt.wantBody)
-			}
-			if got >= 400 {
-				if lines := strings.Count(strings.TrimSuffix(body, "\n"), "\n") + 1; lines > 8 {
-					t.Errorf("error body has %d lines, want at most 8", lines)
-				}
-			}
-
-			evs := h.events.wait(t, 1)
-			if len(evs) != 1 {
-				t.Fatalf("got %d audit events, want exactly 1: %+v", len(evs), evs)
-			}
-			ev := evs[0]
-			if ev.HTTP == nil || ev.HTTP.Response.StatusCode != tt.wantStatus || ev.HTTP.Request.Method != method {
-				t.Errorf("audit http = %+v, want status %d method %s", ev.HTTP, tt.wantStatus, method)
-			}
-			if ev.Modgate.Decision != tt.decision || ev.Modgate.Rule != tt.rule {
-				t.Errorf("audit decision, rule = %q, %q; want %q, %q", ev.Modgate.Decision, ev.Modgate.Rule, tt.decision, tt.rule)
-			}
-			if tt.outcome != "" && ev.Event.Outcome != tt.outcome {
-				t.Errorf("audit outcome = %q, want %q", ev.Event.Outcome, tt.outcome)
-			}
-			if ev.Source == nil || ev.Source.IP != "127.0.0.1" || ev.URL == nil || ev.URL.Path != tt.target {
-				t.Errorf("audit source, url = %+v, %+v; want 127.0.0.1 and %q", ev.Source, ev.URL, tt.target)
-			}
-			if got >= 400 && ev.Event.Reason == "" {
-				t.Errorf("audit event of a %d has no reason", got)
-			}
-			if got == 200 && (strings.HasSuffix(tt.target, ".zip") || strings.HasSuffix(tt.target, ".mod")) && ev.Modgate.Verification != "verified" {
-				t.Errorf("audit verification = %q, want verified", ev.Modgate.Verification)
-			}
-
-			// Invariant 3: no private path ever reaches a public upstream.
-			for _, p := range pubs {
-				for _, r := range p.Requests() {
-					if strings.Contains(r, "corp.example") {
-						t.Errorf("public upstream saw private path %q", r)
-					}
-				}
-			}
-		})
-	}
-}
+// The status semantics of every kind of request, cache state and upstream
+// failure are the behaviour table (package gate/gatetest), which
+// TestBehaviour runs through this front end and extproc's runs through the
+// ext_proc server. The tests below are what only the HTTP front end does.
 
 func TestUpstreamTimeoutIs504(t *testing.T) {
 	p := testproxy.Start(t, testproxy.Fixtures(t))
@@ -340,14 +146,14 @@ func TestUpstreamTimeoutIs504(t *testing.T) {
 	if got != http.StatusGatewayTimeout {
 		t.Errorf("GET with a slow upstream = %d %q, want 504", got, body)
 	}
-	if evs := h.events.wait(t, 1); len(evs) != 1 || evs[0].HTTP.Response.StatusCode != 504 {
+	if evs := h.events.Wait(t, 1); len(evs) != 1 || evs[0].HTTP.Response.StatusCode != 504 {
 		t.Errorf("audit events = %+v, want one with status 504", evs)
 	}
 }
 
 func TestOversizeBody(t *testing.T) {
 	const target = "/example.com/a/@v/v1.0.0.info"
-	big := bytes.Repeat([]byte("x"), extproc.MaxInfoBytes+1)
+	big := bytes.Repeat([]byte("x"), gate.MaxInfoBytes+1)
 
 	t.Run("announced", func(t *testing.T) {
 		p := testproxy.Start(t, testproxy.Fixtures(t))
@@ -374,7 +180,7 @@ func TestOversizeBody(t *testing.T) {
 		if err != nil || got != http.StatusBadGateway || !strings.Contains(body, "limit") {
 			t.Errorf("GET of a streamed oversize .info = %d %q, %v; want 502 naming the limit", got, body, err)
 		}
-		evs := h.events.wait(t, 1)
+		evs := h.events.Wait(t, 1)
 		if len(evs) != 1 || evs[0].Event.Outcome != audit.OutcomeFailure || !strings.Contains(evs[0].Event.Reason, "limit") {
 			t.Errorf("audit events = %+v, want one failure naming the limit", evs)
 		}
@@ -400,7 +206,7 @@ func TestEveryRequestAuditedOnce(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	evs := h.events.wait(t, rounds*len(targets))
+	evs := h.events.Wait(t, rounds*len(targets))
 	if len(evs) != rounds*len(targets) {
 		t.Fatalf("got %d audit events for %d requests", len(evs), rounds*len(targets))
 	}
@@ -472,7 +278,7 @@ func TestServeCachedEntry(t *testing.T) {
 		t.Errorf("upstream saw %d requests for the zip, want 1", got)
 	}
 	// Every response above is audited.
-	if evs := h.events.wait(t, 10); len(evs) != 10 {
+	if evs := h.events.Wait(t, 10); len(evs) != 10 {
 		t.Errorf("got %d audit events for 10 requests", len(evs))
 	}
 }
@@ -483,7 +289,7 @@ func TestMissBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := start(t, setup{public: []string{p.URL}, sumdb: p.VerifierKey, opts: extproc.Options{Budget: b}})
+	h := start(t, setup{public: []string{p.URL}, sumdb: p.VerifierKey, opts: gate.Options{Budget: b}})
 	client := &http.Client{}
 	misses := []string{"/example.com/a/@v/v1.0.0.info", "/example.com/a/@v/v1.1.0.info", "/example.com/a/@v/v1.0.0.mod"}
 	for i, path := range misses {
@@ -515,7 +321,7 @@ func TestMissBudget(t *testing.T) {
 	if got := p.Count(misses[2]); got != 0 {
 		t.Errorf("upstream saw %d requests for the refused miss, want 0", got)
 	}
-	evs := h.events.wait(t, 8)
+	evs := h.events.Wait(t, 8)
 	i := slices.IndexFunc(evs, func(e audit.Event) bool { return e.HTTP.Response.StatusCode == http.StatusTooManyRequests })
 	if i < 0 || evs[i].Modgate.Rule != "budget-client" || evs[i].Modgate.Decision != "deny" {
 		t.Errorf("audit events = %+v, want a 429 denied by rule budget-client", evs)
@@ -564,7 +370,7 @@ func TestLeaderClientLeaves(t *testing.T) {
 	if resp.Header.Get("X-Modgate-Cache") != "hit" || p.Count(zip) != 1 {
 		t.Errorf("after the fill: cache %q, upstream requests %d; want a hit and 1", resp.Header.Get("X-Modgate-Cache"), p.Count(zip))
 	}
-	evs := h.events.wait(t, 3)
+	evs := h.events.Wait(t, 3)
 	i := slices.IndexFunc(evs, func(e audit.Event) bool { return e.Event.Reason == "client went away" })
 	if i < 0 || evs[i].Modgate.Cache != "miss" {
 		t.Errorf("audit events = %+v, want the leader's, a miss whose client went away", evs)
@@ -606,7 +412,7 @@ func TestTransparentOriginalDestinationAndTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	readBody(t, resp)
-	evs := h.events.wait(t, 1)
+	evs := h.events.Wait(t, 1)
 	if len(evs) != 1 || evs[0].Modgate.OriginalDestination != l.Addr().String() {
 		t.Errorf("audit events = %+v, want original_destination %s", evs, l.Addr())
 	}
@@ -633,7 +439,7 @@ func TestTracing(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { tp.Shutdown(context.Background()) })
 	p := testproxy.Start(t, testproxy.Fixtures(t))
-	h := start(t, setup{public: []string{p.URL}, sumdb: p.VerifierKey, opts: extproc.Options{Tracer: tp.Tracer("modgate")}})
+	h := start(t, setup{public: []string{p.URL}, sumdb: p.VerifierKey, opts: gate.Options{Tracer: tp.Tracer("modgate")}})
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	req, err := http.NewRequest("GET", h.url+"/example.com/a/@v/v1.0.0.zip", nil)
@@ -646,7 +452,7 @@ func TestTracing(t *testing.T) {
 		t.Fatal(err)
 	}
 	readBody(t, resp)
-	if evs := h.events.wait(t, 1); len(evs) != 1 || evs[0].Modgate.TraceID != traceID {
+	if evs := h.events.Wait(t, 1); len(evs) != 1 || evs[0].Modgate.TraceID != traceID {
 		t.Errorf("audit events = %+v, want one with trace_id %s", evs, traceID)
 	}
 

@@ -46,7 +46,7 @@ func (r *Registry) Probe(ctx context.Context, pc ProbeConfig) {
 		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(ctx, pc.Timeout)
 			defer cancel()
-			resp, err := pc.Client.Do(pctx, u, http.MethodGet, pc.Path)
+			resp, err := pc.Client.Do(pctx, u, http.MethodGet, pc.Path, nil)
 			ok := err == nil && resp.StatusCode < 500
 			if err == nil {
 				resp.Body.Close()

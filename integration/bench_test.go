@@ -95,7 +95,7 @@ func BenchmarkVsNginx(b *testing.B) {
 					cpu0 := procCPU(b, pid)
 					wait := func() {}
 					if r == 0 {
-						wait = profile(b, g.Admin, fmt.Sprintf("%s-c%d", tg.name, conc), duration)
+						wait = profile(b, g.Admin, g.adminToken(b), fmt.Sprintf("%s-c%d", tg.name, conc), duration)
 					}
 					mg := runWrk(b, wrkBin, g.URL+tg.path, conc, duration)
 					wait()
@@ -301,7 +301,7 @@ func procHWM(tb testing.TB, pid int) int64 {
 
 // profile saves a CPU profile of modgate, taken while wrk runs, under the
 // directory BENCH_PROFILE names, if it names one.
-func profile(tb testing.TB, admin, name string, d time.Duration) (wait func()) {
+func profile(tb testing.TB, admin, token, name string, d time.Duration) (wait func()) {
 	dir := os.Getenv("BENCH_PROFILE")
 	if dir == "" {
 		return func() {}
@@ -312,7 +312,13 @@ func profile(tb testing.TB, admin, name string, d time.Duration) (wait func()) {
 		// Skip wrk's warm-up second.
 		time.Sleep(time.Second)
 		secs := max(1, int(d/time.Second)-1)
-		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, secs))
+		req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, secs), nil)
+		if err != nil {
+			tb.Errorf("profile: %v", err)
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			tb.Errorf("profile: %v", err)
 			return

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -204,7 +205,39 @@ func TestCachePurge(t *testing.T) {
 	}
 
 	admin := strings.TrimPrefix(g.Admin, "http://")
-	out, err := exec.Command(modgateBin, "cache", "purge", "--admin", admin, "example.com/a@v1.0.0").CombinedOutput()
+	// Without the admin token, neither the API nor the command purges.
+	for _, auth := range []string{"", "Bearer not-the-admin-token"} {
+		req, _ := http.NewRequest(http.MethodPost, g.Admin+"/cache/purge?module=example.com/a", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("POST /cache/purge with Authorization %q = %d, want 401", auth, resp.StatusCode)
+		}
+	}
+	noToken := exec.Command(modgateBin, "cache", "purge", "--admin", admin, "example.com/a@v1.0.0")
+	noToken.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "XDG_CACHE_HOME=" + t.TempDir()}
+	if out, err := noToken.CombinedOutput(); err == nil {
+		t.Errorf("modgate cache purge without an admin token succeeded:\n%s", out)
+	}
+	if resp, err := client.Get(g.Admin + "/debug/pprof/"); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET /debug/pprof/ without the admin token = %d, want 401", resp.StatusCode)
+	}
+	for _, p := range []string{mod, other} {
+		fetch(t, client, g.URL+p)
+	}
+	if public.Count(mod) != 1 || public.Count(other) != 1 {
+		t.Fatalf("upstream counts %d, %d after refused purges; want 1, 1", public.Count(mod), public.Count(other))
+	}
+
+	out, err := exec.Command(modgateBin, "cache", "purge", "--admin", admin, "--admin-token-file", g.AdminTokenFile, "example.com/a@v1.0.0").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "purged") {
 		t.Fatalf("modgate cache purge: %v\n%s", err, out)
 	}
@@ -219,9 +252,22 @@ func TestCachePurge(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "hot tier:") || !strings.Contains(string(out), "disk tier:") {
 		t.Errorf("modgate cache stats: %v\n%s", err, out)
 	}
-	out, err = exec.Command(modgateBin, "cache", "purge", "--admin", admin, "Example.com/A").CombinedOutput()
+	out, err = exec.Command(modgateBin, "cache", "purge", "--admin", admin, "--admin-token-file", g.AdminTokenFile, "Example.com/A").CombinedOutput()
 	if err == nil {
 		t.Errorf("modgate cache purge of an invalid path succeeded:\n%s", out)
+	}
+	// MODGATE_ADMIN_TOKEN works too, and pprof takes the token.
+	withEnv := exec.Command(modgateBin, "cache", "purge", "--admin", admin, "example.com/a@v1.1.0")
+	withEnv.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "MODGATE_ADMIN_TOKEN=" + g.adminToken(t)}
+	if out, err := withEnv.CombinedOutput(); err != nil || !strings.Contains(string(out), "purged") {
+		t.Errorf("modgate cache purge with MODGATE_ADMIN_TOKEN: %v\n%s", err, out)
+	}
+	req, _ := http.NewRequest(http.MethodGet, g.Admin+"/debug/pprof/", nil)
+	req.Header.Set("Authorization", "Bearer "+g.adminToken(t))
+	if resp, err := client.Do(req); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /debug/pprof/ with the admin token = %d, want 200", resp.StatusCode)
 	}
 
 	evs := g.waitEvents(t, 7)

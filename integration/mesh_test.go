@@ -35,11 +35,7 @@ func startMesh(t *testing.T, extraConfig string) *mesh {
 		"upstream_private": private.URL,
 		"modgate_blob":     g.Blob,
 	}
-	cfg.Routes = []envoyemu.Route{
-		{Namespace: "modgate", Key: "route", Value: "private", Cluster: "upstream_private"},
-		{Namespace: "modgate", Key: "route", Value: "blob", Cluster: "modgate_blob"},
-		{Namespace: "modgate", Key: "route", Value: "public", Cluster: "upstream_public"},
-	}
+	cfg.Routes = envoyemu.GatewayRoutes()
 	e, err := envoyemu.New(cfg)
 	if err != nil {
 		t.Fatal(err)

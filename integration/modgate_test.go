@@ -53,8 +53,11 @@ type gatewayProc struct {
 	XDS     string // xDS listener, host:port
 	// Transparent is the transparent listener, host:port, if it was asked for.
 	Transparent string
-	audit       string // audit file
-	cmd         *exec.Cmd
+	// AdminTokenFile holds the admin listener's token (POST /cache/purge,
+	// /debug/pprof/), as the server logged it.
+	AdminTokenFile string
+	audit          string // audit file
+	cmd            *exec.Cmd
 
 	stop     func(t testing.TB) // SIGTERM, and wait for a clean exit; once
 	stopOnce sync.Once
@@ -63,7 +66,10 @@ type gatewayProc struct {
 	log bytes.Buffer // stderr so far
 }
 
-var listenRE = regexp.MustCompile(`msg=listening listener=(\w+) addr=(\S+) scheme=(\w+)`)
+var (
+	listenRE     = regexp.MustCompile(`msg=listening listener=(\w+) addr=(\S+) scheme=(\w+)`)
+	adminTokenRE = regexp.MustCompile(`msg="admin token" file=(\S+)`)
+)
 
 // startModgate runs `modgate serve` with the YAML config and extra flags,
 // on free loopback ports, and waits until it listens. The process is
@@ -112,6 +118,9 @@ func startModgate(t testing.TB, config string, flags ...string) *gatewayProc {
 				case "transparent":
 					g.Transparent = m[2]
 				}
+			}
+			if m := adminTokenRE.FindStringSubmatch(line); m != nil {
+				g.AdminTokenFile = m[1]
 			}
 			if strings.Contains(line, "msg=ready") {
 				close(ready)
@@ -215,4 +224,14 @@ func stopModgate(t *testing.T, g *gatewayProc) {
 
 func writeFileString(name, text string) error {
 	return os.WriteFile(name, []byte(text), 0o644)
+}
+
+// adminToken returns the admin listener's bearer token.
+func (g *gatewayProc) adminToken(t testing.TB) string {
+	t.Helper()
+	data, err := os.ReadFile(g.AdminTokenFile)
+	if err != nil {
+		t.Fatalf("admin token: %v", err)
+	}
+	return strings.TrimSpace(string(data))
 }

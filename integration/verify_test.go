@@ -240,7 +240,7 @@ func TestPrivateLedger(t *testing.T) {
 	// The private upstream now serves other bytes for the same version.
 	private.Replace(zip, rebuilt(t, "corp.example/private", "v1.0.0").Zip)
 	admin := strings.TrimPrefix(g.Admin, "http://")
-	if out, err := exec.Command(modgateBin, "cache", "purge", "--admin", admin, "corp.example/private@v1.0.0").CombinedOutput(); err != nil {
+	if out, err := exec.Command(modgateBin, "cache", "purge", "--admin", admin, "--admin-token-file", g.AdminTokenFile, "corp.example/private@v1.0.0").CombinedOutput(); err != nil {
 		t.Fatalf("purge: %v\n%s", err, out)
 	}
 	code, body := get(t, g.URL+zip)
@@ -303,5 +303,69 @@ func TestPrivateLedger(t *testing.T) {
 		cmd.Process.Kill()
 		<-done
 		t.Errorf("modgate serve started with an edited ledger")
+	}
+}
+
+// TestSumDBURL checks where the verifier fetches the checksum database
+// from: by default /sumdb/NAME on the public upstream; with sumdb_url, only
+// there (an egress proxy, say), and never from the upstream, so an egress
+// policy that lets the sidecar reach nothing but that URL still verifies.
+func TestSumDBURL(t *testing.T) {
+	var pub []*testproxy.Module
+	for _, m := range testproxy.Fixtures(t) {
+		if !strings.HasPrefix(m.Path, "corp.example/") {
+			pub = append(pub, m)
+		}
+	}
+	sumdbRequests := func(s *testproxy.Server) []string {
+		var rs []string
+		for _, r := range s.Requests() {
+			if strings.HasPrefix(r, "/sumdb/") {
+				rs = append(rs, r)
+			}
+		}
+		return rs
+	}
+	const lookup = "/sumdb/" + testproxy.DefaultSumDB + "/lookup/example.com/a@v1.0.0"
+	tests := []struct {
+		name      string
+		sumdbURL  bool // point sumdb_url at the separate database
+		wantProxy bool // the upstream answers the verifier's fetches
+	}{
+		{"default: the public upstream", false, true},
+		{"sumdb_url", true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := testproxy.NewKey(t)
+			public := testproxy.StartWith(t, pub, testproxy.Options{Key: key})
+			db := testproxy.StartWith(t, pub, testproxy.Options{Key: key}) // the same database, elsewhere
+			cfg := gatewayConfig(public, nil)
+			if tt.sumdbURL {
+				cfg += "sumdb_url: " + db.URL + "/sumdb/" + testproxy.DefaultSumDB + "\n"
+			}
+			g := startModgate(t, cfg)
+			for _, p := range []string{"/example.com/a/@v/v1.0.0.mod", "/example.com/a/@v/v1.0.0.zip"} {
+				if code, body := get(t, g.URL+p); code != http.StatusOK {
+					t.Fatalf("GET %s = %d %q, want 200 (verified)", p, code, body)
+				}
+			}
+			fromProxy, fromDB := sumdbRequests(public), sumdbRequests(db)
+			if tt.wantProxy {
+				if !slices.Contains(fromProxy, lookup) || len(fromDB) != 0 {
+					t.Errorf("checksum database requests: upstream %q, sumdb_url server %q; want the lookup from the upstream only", fromProxy, fromDB)
+				}
+				return
+			}
+			if len(fromProxy) != 0 || !slices.Contains(fromDB, lookup) {
+				t.Errorf("checksum database requests: upstream %q, sumdb_url server %q; want the lookup from sumdb_url only", fromProxy, fromDB)
+			}
+			evs := g.waitEvents(t, 2)
+			for _, e := range evs {
+				if e.URL != nil && strings.HasPrefix(e.URL.Path, "/example.com/a/@v/v1.0.0.") && e.Modgate.Verification != "verified" {
+					t.Errorf("GET %s audited with verification %q, want verified", e.URL.Path, e.Modgate.Verification)
+				}
+			}
+		})
 	}
 }

@@ -59,6 +59,23 @@ func Parse(name, rawURL string, private bool) (*Upstream, error) {
 // String returns the upstream's name.
 func (u *Upstream) String() string { return u.Name }
 
+// Address returns the host:port the upstream's URL names, with the
+// scheme's default port (443 for https, 80 for http) when the URL has
+// none; "" for an upstream without a URL.
+func (u *Upstream) Address() string {
+	if u.URL == nil {
+		return ""
+	}
+	port := u.URL.Port()
+	if port == "" {
+		port = "80"
+		if u.URL.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(u.URL.Hostname(), port)
+}
+
 // ClientOptions configures a Client. The zero value works.
 type ClientOptions struct {
 	// HeaderTimeout bounds the time from sending a request to receiving the
@@ -125,15 +142,20 @@ func NewClient(opts ClientOptions) *Client {
 }
 
 // Do sends method (GET or HEAD) for the canonical request path p (as made
-// by goproxy.Request.Path) to u. The caller closes the response body. The
-// request lives as long as ctx.
-func (c *Client) Do(ctx context.Context, u *Upstream, method, p string) (*http.Response, error) {
+// by goproxy.Request.Path) to u, with the headers h (nil: only
+// User-Agent: modgate) and nothing else of a client's. The caller closes
+// the response body. The request lives as long as ctx.
+func (c *Client) Do(ctx context.Context, u *Upstream, method, p string, h http.Header) (*http.Response, error) {
 	target := u.URL.String() + p
 	req, err := http.NewRequestWithContext(ctx, method, target, nil)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
 	}
-	req.Header.Set("User-Agent", "modgate")
+	if h != nil {
+		req.Header = h.Clone()
+	} else {
+		req.Header.Set("User-Agent", "modgate")
+	}
 	// The error names the URL, and so the upstream.
 	return c.hc.Do(req)
 }
@@ -191,7 +213,7 @@ func (c *Client) Get(ctx context.Context, candidates []*Upstream, p string, limi
 }
 
 func (c *Client) get(ctx context.Context, u *Upstream, p string, limit int64) ([]byte, error) {
-	resp, err := c.Do(ctx, u, http.MethodGet, p)
+	resp, err := c.Do(ctx, u, http.MethodGet, p, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,7 @@ func TestClientTimeouts(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := NewClient(ClientOptions{HeaderTimeout: 100 * time.Millisecond})
-	_, err = c.Do(context.Background(), u, http.MethodGet, "/example.com/a/@v/list")
+	_, err = c.Do(context.Background(), u, http.MethodGet, "/example.com/a/@v/list", nil)
 	if err == nil || !IsTimeout(err) {
 		t.Errorf("Do against a slow upstream = %v, want a timeout", err)
 	}
@@ -65,7 +65,7 @@ func TestClientTimeouts(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	dead, _ := Parse("dead", "http://"+addr, false)
-	_, err = c.Do(context.Background(), dead, http.MethodGet, "/x/@v/list")
+	_, err = c.Do(context.Background(), dead, http.MethodGet, "/x/@v/list", nil)
 	if err == nil || IsTimeout(err) {
 		t.Errorf("Do against a closed port = %v, want a failure that is not a timeout", err)
 	}
@@ -82,7 +82,7 @@ func TestClientRedirects(t *testing.T) {
 	}))
 	defer srv.Close()
 	u, _ := Parse("loop", srv.URL, false)
-	_, err := NewClient(ClientOptions{MaxRedirects: 3}).Do(context.Background(), u, http.MethodGet, "/x/@v/list")
+	_, err := NewClient(ClientOptions{MaxRedirects: 3}).Do(context.Background(), u, http.MethodGet, "/x/@v/list", nil)
 	if err == nil || hops != 4 {
 		t.Errorf("redirect loop: err %v after %d hops, want an error after 4", err, hops)
 	}

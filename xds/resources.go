@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -138,8 +139,9 @@ func privateEndpoints(eps []endpoint) (*endpointv3.ClusterLoadAssignment, error)
 	return cla, nil
 }
 
-// blobCluster points at the sidecar's blob listener.
-func blobCluster(addr string) (*clusterv3.Cluster, error) {
+// blobCluster points at the sidecar's blob listener, over mutual TLS if
+// tc is not nil.
+func blobCluster(addr string, tc *BlobTLS) (*clusterv3.Cluster, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("blob address %q: %w", addr, err)
@@ -154,7 +156,45 @@ func blobCluster(addr string) (*clusterv3.Cluster, error) {
 		ClusterName: ClusterBlob,
 		Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(host, uint32(p), corev3.HealthStatus_UNKNOWN)}}},
 	}
+	if tc == nil {
+		return c, nil
+	}
+	file := func(name string) *corev3.DataSource {
+		return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: name}}
+	}
+	utc := &tlsv3.UpstreamTlsContext{
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: file(tc.Cert), PrivateKey: file(tc.Key)}},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa:                 file(tc.CA),
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{sanMatcher(tc.SAN)},
+			}},
+		},
+	}
+	if !strings.Contains(tc.SAN, "://") {
+		if _, err := netip.ParseAddr(tc.SAN); err != nil {
+			utc.Sni = tc.SAN
+		}
+	}
+	a, err := anypb.New(utc)
+	if err != nil {
+		return nil, err
+	}
+	c.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}
 	return c, nil
+}
+
+// sanMatcher matches a certificate's SAN exactly: a URI SAN for a name
+// with "://", an IP SAN for an IP address, else a DNS SAN.
+func sanMatcher(san string) *tlsv3.SubjectAltNameMatcher {
+	m := &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_DNS, Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: san}}}
+	switch _, err := netip.ParseAddr(san); {
+	case strings.Contains(san, "://"):
+		m.SanType = tlsv3.SubjectAltNameMatcher_URI
+	case err == nil:
+		m.SanType = tlsv3.SubjectAltNameMatcher_IP_ADDRESS
+	}
+	return m
 }
 
 func lbEndpoint(host string, port uint32, status corev3.HealthStatus) *endpointv3.LbEndpoint {
@@ -185,10 +225,7 @@ func withTLS(c *clusterv3.Cluster, u *upstream.Upstream, host string) error {
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": a}
 		return nil
 	}
-	san := &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_DNS, Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: host}}}
-	if _, err := netip.ParseAddr(host); err == nil {
-		san.SanType = tlsv3.SubjectAltNameMatcher_IP_ADDRESS
-	}
+	san := sanMatcher(host)
 	tc := &tlsv3.UpstreamTlsContext{
 		Sni: host,
 		CommonTlsContext: &tlsv3.CommonTlsContext{

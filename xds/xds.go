@@ -10,7 +10,9 @@
 //   - upstream_private: an EDS cluster whose endpoints (IP literals) are the
 //     private upstreams: DRAINING ones marked so (out of load balancing),
 //     removed ones gone after the drain period.
-//   - modgate_blob: the sidecar's blob listener.
+//   - modgate_blob: the sidecar's blob listener, over mutual TLS (the
+//     gateway's client certificate, the sidecar's CA and SAN) when
+//     Options.BlobTLS is set.
 //
 // Every resource passes envoy.ValidateResource and every snapshot is
 // Consistent() before it is set: go-control-plane re-sends a version Envoy
@@ -56,6 +58,10 @@ type Options struct {
 	// BlobAddr is host:port of the blob listener as the gateway reaches it.
 	// Default DefaultBlobAddr.
 	BlobAddr string
+	// BlobTLS, if not nil, makes the modgate_blob cluster reach the blob
+	// listener over mutual TLS. Default nil: plain HTTP, for a blob
+	// listener on loopback.
+	BlobTLS *BlobTLS
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -82,6 +88,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.BlobAddr == "" {
 		opts.BlobAddr = DefaultBlobAddr
+	}
+	if err := opts.BlobTLS.check(); err != nil {
+		return nil, err
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -110,7 +119,7 @@ func (s *Server) Register(g *grpc.Server) {
 func (s *Server) Publish(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap, err := Build(strconv.Itoa(s.version+1), s.opts.Health, s.opts.BlobAddr)
+	snap, err := Build(strconv.Itoa(s.version+1), s.opts.Health, Blob{Addr: s.opts.BlobAddr, TLS: s.opts.BlobTLS})
 	if err != nil {
 		return err
 	}
@@ -149,8 +158,47 @@ type endpoint struct {
 	status corev3.HealthStatus
 }
 
+// Blob is how the gateway Envoy reaches the sidecar's blob listener.
+type Blob struct {
+	// Addr is host:port. Required.
+	Addr string
+	// TLS is mutual TLS to it; nil is plain HTTP.
+	TLS *BlobTLS
+}
+
+// BlobTLS is the gateway Envoy's side of mutual TLS to the blob listener.
+// Files are paths as Envoy sees them: they are written into the cluster,
+// never read here.
+type BlobTLS struct {
+	// Cert and Key are the gateway's client certificate chain and key
+	// (PEM files). Required.
+	Cert, Key string
+	// CA is the PEM file of CAs the blob listener's certificate must chain
+	// to. Required.
+	CA string
+	// SAN is the subject alternative name the blob listener's certificate
+	// must carry: a DNS name, an IP address, or a URI with "://" (a SPIFFE
+	// ID). Required.
+	SAN string
+}
+
+// check reports a BlobTLS with a missing field; nil is fine.
+func (t *BlobTLS) check() error {
+	switch {
+	case t == nil:
+		return nil
+	case t.Cert == "" || t.Key == "":
+		return errors.New("xds: blob TLS needs a client certificate and key")
+	case t.CA == "":
+		return errors.New("xds: blob TLS needs a CA to verify the blob listener")
+	case t.SAN == "":
+		return errors.New("xds: blob TLS needs the blob listener's SAN")
+	}
+	return nil
+}
+
 // Build makes the snapshot for the registry's state, validated.
-func Build(version string, reg *health.Registry, blobAddr string) (*cachev3.Snapshot, error) {
+func Build(version string, reg *health.Registry, blob Blob) (*cachev3.Snapshot, error) {
 	set := reg.Upstreams()
 	if len(set.Public) == 0 {
 		return nil, errors.New("xds: no public upstream")
@@ -185,7 +233,10 @@ func Build(version string, reg *health.Registry, blobAddr string) (*cachev3.Snap
 	if err != nil {
 		return nil, err
 	}
-	bc, err := blobCluster(blobAddr)
+	if err := blob.TLS.check(); err != nil {
+		return nil, err
+	}
+	bc, err := blobCluster(blob.Addr, blob.TLS)
 	if err != nil {
 		return nil, err
 	}

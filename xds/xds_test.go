@@ -17,6 +17,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
@@ -257,7 +258,7 @@ func TestPublicShiftsToNextHealthy(t *testing.T) {
 	b, _ := upstream.Parse("b", "https://b.example.test", false)
 	reg := health.New(&upstream.Set{Public: []*upstream.Upstream{a, b}}, health.Config{Logger: slog.New(slog.DiscardHandler)})
 	host := func() string {
-		snap, err := Build("1", reg, DefaultBlobAddr)
+		snap, err := Build("1", reg, Blob{Addr: DefaultBlobAddr})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -285,7 +286,76 @@ func TestBuildRefusesHostNamesForEDS(t *testing.T) {
 	p, _ := upstream.Parse("p", "https://proxy.example.test", false)
 	priv, _ := upstream.Parse("corp", "https://goproxy.corp.example", true)
 	reg := health.New(&upstream.Set{Public: []*upstream.Upstream{p}, Private: []*upstream.Upstream{priv}}, health.Config{Logger: slog.New(slog.DiscardHandler)})
-	if _, err := Build("1", reg, DefaultBlobAddr); err == nil || !strings.Contains(err.Error(), "IP") {
+	if _, err := Build("1", reg, Blob{Addr: DefaultBlobAddr}); err == nil || !strings.Contains(err.Error(), "IP") {
 		t.Errorf("Build with a private host name = %v, want an error asking for IP addresses", err)
+	}
+}
+
+func TestBlobCluster(t *testing.T) {
+	p, _ := upstream.Parse("p", "https://proxy.example.test", false)
+	reg := health.New(&upstream.Set{Public: []*upstream.Upstream{p}}, health.Config{Logger: slog.New(slog.DiscardHandler)})
+	files := BlobTLS{Cert: "/certs/gateway-client.pem", Key: "/certs/gateway-client-key.pem", CA: "/certs/ca.pem"}
+	with := func(san string) *BlobTLS { b := files; b.SAN = san; return &b }
+	tests := []struct {
+		name    string
+		tls     *BlobTLS
+		wantSAN tlsv3.SubjectAltNameMatcher_SanType // -1: no TLS
+		wantSNI string
+		wantErr string
+	}{
+		{name: "plain", tls: nil, wantSAN: -1},
+		{name: "dns", tls: with("modgate"), wantSAN: tlsv3.SubjectAltNameMatcher_DNS, wantSNI: "modgate"},
+		{name: "spiffe", tls: with("spiffe://modgate.local/ns/modgate/sa/modgate"), wantSAN: tlsv3.SubjectAltNameMatcher_URI},
+		{name: "ip", tls: with("10.0.0.7"), wantSAN: tlsv3.SubjectAltNameMatcher_IP_ADDRESS},
+		{name: "no san", tls: with(""), wantErr: "SAN"},
+		{name: "no ca", tls: &BlobTLS{Cert: "c", Key: "k", SAN: "modgate"}, wantErr: "CA"},
+		{name: "no key", tls: &BlobTLS{Cert: "c", CA: "ca", SAN: "modgate"}, wantErr: "key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			snap, err := Build("1", reg, Blob{Addr: DefaultBlobAddr, TLS: tt.tls})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Build with blob TLS %+v = %v, want an error naming %s", tt.tls, err, tt.wantErr)
+				}
+				if _, err := New(t.Context(), Options{Health: reg, BlobTLS: tt.tls}); err == nil {
+					t.Errorf("New with blob TLS %+v = nil error, want one", tt.tls)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl, ok := snap.GetResources(resource.ClusterType)[ClusterBlob].(*clusterv3.Cluster)
+			if !ok {
+				t.Fatal("no blob cluster")
+			}
+			if tt.wantSAN == -1 {
+				if cl.TransportSocket != nil {
+					t.Errorf("blob cluster transport socket = %v, want none", cl.TransportSocket)
+				}
+				return
+			}
+			var utc tlsv3.UpstreamTlsContext
+			if err := cl.GetTransportSocket().GetTypedConfig().UnmarshalTo(&utc); err != nil {
+				t.Fatalf("blob cluster transport socket: %v", err)
+			}
+			ctx := utc.GetCommonTlsContext()
+			certs := ctx.GetTlsCertificates()
+			if len(certs) != 1 || certs[0].GetCertificateChain().GetFilename() != files.Cert || certs[0].GetPrivateKey().GetFilename() != files.Key {
+				t.Errorf("blob cluster client certificate = %v, want %s and %s", certs, files.Cert, files.Key)
+			}
+			vc := ctx.GetValidationContext()
+			if vc.GetTrustedCa().GetFilename() != files.CA {
+				t.Errorf("blob cluster trusted CA = %v, want %s", vc.GetTrustedCa(), files.CA)
+			}
+			sans := vc.GetMatchTypedSubjectAltNames()
+			if len(sans) != 1 || sans[0].SanType != tt.wantSAN || sans[0].GetMatcher().GetExact() != tt.tls.SAN {
+				t.Errorf("blob cluster SAN matchers = %v, want %v %q", sans, tt.wantSAN, tt.tls.SAN)
+			}
+			if utc.Sni != tt.wantSNI {
+				t.Errorf("blob cluster SNI = %q, want %q", utc.Sni, tt.wantSNI)
+			}
+		})
 	}
 }

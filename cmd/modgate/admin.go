@@ -2,15 +2,22 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -38,13 +45,103 @@ func (g *standalone) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(g.cache.Stats())
 	})
-	mux.HandleFunc("POST /cache/purge", g.purge)
+	mux.Handle("POST /cache/purge", g.guard(http.HandlerFunc(g.purge)))
 	mux.Handle("GET /metrics", g.metrics.Handler())
-	// Profiles, for operators: the admin listener is loopback-only by default.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	// Profiles, for operators: they show memory, and so may show secrets.
+	mux.Handle("GET /debug/pprof/", g.guard(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/profile", g.guard(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/trace", g.guard(http.HandlerFunc(pprof.Trace)))
 	return mux
+}
+
+// adminTokenName is the file, in the cache directory, that holds the
+// admin token made at start when admin_token_file is not set.
+const adminTokenName = "admin-token"
+
+// Bounds of an admin token read from a file.
+const (
+	minAdminToken = 16
+	maxAdminToken = 4 << 10
+)
+
+// adminToken returns the admin listener's bearer token: the content of
+// file (admin_token_file), or, if file is "", a fresh random token
+// written to admin-token in cacheDir with mode 0600 (its path is logged,
+// never the token).
+func adminToken(file, cacheDir string, log *slog.Logger) (string, error) {
+	if file != "" {
+		tok, err := readAdminToken(file)
+		if err != nil {
+			return "", fmt.Errorf("admin_token_file: %w", err)
+		}
+		log.Info("admin token", "file", file)
+		return tok, nil
+	}
+	var b [32]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	tok := hex.EncodeToString(b[:])
+	path := filepath.Join(cacheDir, adminTokenName)
+	tmp, err := os.CreateTemp(cacheDir, adminTokenName+"-*")
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	_, err = tmp.WriteString(tok + "\n")
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o600) // CreateTemp's mode already; umask-proof
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	log.Info("admin token", "file", path)
+	return tok, nil
+}
+
+// readAdminToken reads a token file: its content without surrounding
+// white space, between minAdminToken and maxAdminToken bytes.
+func readAdminToken(file string) (string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxAdminToken+1))
+	if err != nil {
+		return "", err
+	}
+	if len(data) > maxAdminToken {
+		return "", fmt.Errorf("%s: more than %d bytes", file, maxAdminToken)
+	}
+	tok := strings.TrimSpace(string(data))
+	if len(tok) < minAdminToken {
+		return "", fmt.Errorf("%s: the token is %d bytes, want at least %d", file, len(tok), minAdminToken)
+	}
+	return tok, nil
+}
+
+// guard lets a request through to h only with "Authorization: Bearer
+// TOKEN" for the admin token; others get a plain-text 401.
+func (g *standalone) guard(h http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(g.adminToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		// Hashing first makes the comparison's time independent of the
+		// token's length too.
+		got := sha256.Sum256([]byte(tok))
+		if !ok || g.adminToken == "" || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			g.log.Warn("admin: request without a valid token refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="modgate-admin"`)
+			http.Error(w, "unauthorized: this endpoint needs Authorization: Bearer TOKEN (the admin token; see admin_token_file)", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // purgeTarget is a module path, and optionally a version, to purge.
@@ -117,7 +214,7 @@ func (g *standalone) purge(w http.ResponseWriter, r *http.Request) {
 const cacheUsage = `Usage:
 
 	modgate cache stats [--admin ADDR]
-	modgate cache purge [--admin ADDR] MODULE[@VERSION]
+	modgate cache purge [--admin ADDR] [--admin-token-file F] MODULE[@VERSION]
 
 Talks to a running 'modgate serve' on its admin listener.
 
@@ -125,7 +222,11 @@ stats prints the entries, bytes and counters of both cache tiers.
 
 purge removes MODULE@VERSION's .info, .mod and .zip from both tiers, or,
 without a version, everything cached for MODULE (its versions, list,
-@latest and negative entries). The purge is audited by the server.
+@latest and negative entries). The purge is audited by the server. It
+needs the server's admin token: from --admin-token-file if given, else
+from the environment variable MODGATE_ADMIN_TOKEN if set, else from
+admin-token in the default cache directory, where a server without
+admin_token_file and --cache-dir writes it at start.
 
 Flags:
 `
@@ -134,6 +235,11 @@ Flags:
 func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("cache", cacheUsage, stderr)
 	admin := fs.String("admin", "127.0.0.1:9100", "admin listener `address` of the running modgate serve")
+	defaultTokenFile := ""
+	if dir, err := new(fileConfig).cacheConfig(); err == nil {
+		defaultTokenFile = filepath.Join(dir.Dir, adminTokenName)
+	}
+	tokenFile := fs.String("admin-token-file", "", "`file` with the server's admin token (default: $MODGATE_ADMIN_TOKEN if set, else "+defaultTokenFile+")")
 	sub, err := parseSub(fs, args, "stats", "purge")
 	if err != nil {
 		return err
@@ -155,6 +261,14 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usageError{fmt.Sprintf("cache purge: %v", perr)}
 		}
 		req, err = http.NewRequestWithContext(ctx, http.MethodPost, base+"/cache/purge?module="+url.QueryEscape(fs.Arg(0)), nil)
+		if err != nil {
+			return err
+		}
+		tok, terr := clientAdminToken(*tokenFile, defaultTokenFile)
+		if terr != nil {
+			return fmt.Errorf("cache purge: %w", terr)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	if err != nil {
 		return err
@@ -188,4 +302,28 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "disk tier: %d entries, %d blobs, %d of %d bytes, %d evictions\n",
 		st.Disk.Entries, st.Disk.Blobs, st.Disk.Bytes, st.Disk.Limit, st.Disk.Evictions)
 	return nil
+}
+
+// clientAdminToken finds the admin token for `modgate cache`: the file
+// given with --admin-token-file, else $MODGATE_ADMIN_TOKEN, else the
+// default file.
+func clientAdminToken(flagFile, defaultFile string) (string, error) {
+	if flagFile != "" {
+		tok, err := readAdminToken(flagFile)
+		if err != nil {
+			return "", fmt.Errorf("--admin-token-file: %w", err)
+		}
+		return tok, nil
+	}
+	if tok := strings.TrimSpace(os.Getenv("MODGATE_ADMIN_TOKEN")); tok != "" {
+		return tok, nil
+	}
+	if defaultFile == "" {
+		return "", errors.New("no admin token: give --admin-token-file or set MODGATE_ADMIN_TOKEN")
+	}
+	tok, err := readAdminToken(defaultFile)
+	if err != nil {
+		return "", fmt.Errorf("no admin token (give --admin-token-file, e.g. CACHE_DIR/%s of the server, or set MODGATE_ADMIN_TOKEN): %w", adminTokenName, err)
+	}
+	return tok, nil
 }

@@ -29,6 +29,13 @@ Creates a development PKI for mesh mode (never for production):
 	                               (DNS: gateway, localhost; IP: 127.0.0.1)
 	client.pem, client-key.pem     a client certificate with a SPIFFE URI
 	                               SAN, for the client-side Envoy sidecar
+	gateway-client.pem,            the gateway Envoy's client certificate
+	gateway-client-key.pem         towards modgate's ext_proc, blob and xDS
+	                               listeners (SPIFFE URI SAN --gateway-spiffe-id:
+	                               what mesh_tls.allowed_clients admits)
+	modgate.pem, modgate-key.pem   the server certificate of those listeners
+	                               (mesh_tls.cert; DNS: modgate, localhost;
+	                               IP: 127.0.0.1), which the gateway checks
 
 Keys are ECDSA P-256, written with mode 0600. Existing files are kept
 unless --force is given.
@@ -36,12 +43,17 @@ unless --force is given.
 Flags:
 `
 
+// The files `modgate certs` writes, each with its -key.pem.
+var pkiNames = []string{"ca", "gateway", "client", "gateway-client", "modgate"}
+
 // certsCmd runs `modgate certs`.
 func certsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("certs", certsUsage, stderr)
 	out := fs.String("out", "", "`directory` to write the files to (required)")
 	spiffe := fs.String("spiffe-id", "spiffe://modgate.local/ns/default/sa/go-client", "the client certificate's URI SAN")
+	gatewaySpiffe := fs.String("gateway-spiffe-id", "spiffe://modgate.local/ns/modgate/sa/gateway", "the URI SAN of the gateway Envoy's client certificate (gateway-client.pem)")
 	hosts := fs.String("gateway-hosts", "gateway,localhost,127.0.0.1", "comma-separated DNS names and IPs of the gateway certificate")
+	modgateHosts := fs.String("modgate-hosts", "modgate,localhost,127.0.0.1", "comma-separated DNS names and IPs of modgate's mesh listener certificate (modgate.pem)")
 	force := fs.Bool("force", false, "overwrite existing files")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -49,31 +61,51 @@ func certsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *out == "" || fs.NArg() > 0 {
 		return usageError{"certs: want --out DIR and no arguments"}
 	}
-	id, err := url.Parse(*spiffe)
-	if err != nil || id.Scheme != "spiffe" || id.Host == "" {
-		return usageError{fmt.Sprintf("certs: --spiffe-id %q: want spiffe://TRUST-DOMAIN/PATH", *spiffe)}
+	var ids [2]*url.URL
+	for i, f := range []struct{ flag, value string }{{"--spiffe-id", *spiffe}, {"--gateway-spiffe-id", *gatewaySpiffe}} {
+		id, err := url.Parse(f.value)
+		if err != nil || id.Scheme != "spiffe" || id.Host == "" {
+			return usageError{fmt.Sprintf("certs: %s %q: want spiffe://TRUST-DOMAIN/PATH", f.flag, f.value)}
+		}
+		ids[i] = id
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
 	if !*force {
-		for _, name := range []string{"ca.pem", "ca-key.pem", "gateway.pem", "gateway-key.pem", "client.pem", "client-key.pem"} {
-			if _, err := os.Stat(filepath.Join(*out, name)); err == nil {
-				return fmt.Errorf("certs: %s exists (use --force to replace the set)", filepath.Join(*out, name))
-			} else if !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("certs: %w", err)
+		for _, n := range pkiNames {
+			for _, name := range []string{n + ".pem", n + "-key.pem"} {
+				if _, err := os.Stat(filepath.Join(*out, name)); err == nil {
+					return fmt.Errorf("certs: %s exists (use --force to replace the set)", filepath.Join(*out, name))
+				} else if !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("certs: %w", err)
+				}
 			}
 		}
 	}
-	if err := writePKI(*out, id, strings.Split(*hosts, ","), time.Now()); err != nil {
+	p := pki{
+		clientID:     ids[0],
+		gatewayID:    ids[1],
+		gatewayHosts: strings.Split(*hosts, ","),
+		modgateHosts: strings.Split(*modgateHosts, ","),
+	}
+	if err := writePKI(*out, p, time.Now()); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote a development CA, a gateway certificate and a client certificate (%s) to %s\n", id, *out)
+	fmt.Fprintf(stdout, "wrote a development CA, a gateway certificate, a client certificate (%s), the gateway's client certificate for modgate (%s) and modgate's mesh certificate to %s\n", p.clientID, p.gatewayID, *out)
 	return nil
 }
 
-// writePKI writes the CA, gateway and client certificates and keys.
-func writePKI(dir string, clientID *url.URL, gatewayHosts []string, now time.Time) error {
+// pki is what the development PKI's certificates name.
+type pki struct {
+	clientID     *url.URL // URI SAN of client.pem
+	gatewayID    *url.URL // URI SAN of gateway-client.pem
+	gatewayHosts []string // DNS and IP SANs of gateway.pem
+	modgateHosts []string // DNS and IP SANs of modgate.pem
+}
+
+// writePKI writes the CA and the certificates and keys of p.
+func writePKI(dir string, p pki, now time.Time) error {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("certs: %w", err)
@@ -100,26 +132,36 @@ func writePKI(dir string, clientID *url.URL, gatewayHosts []string, now time.Tim
 		return err
 	}
 
-	gw := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "gateway", Organization: []string{"modgate"}},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, h := range gatewayHosts {
-		if h = strings.TrimSpace(h); h == "" {
-			continue
+	server := func(cn string, hosts []string) *x509.Certificate {
+		c := &x509.Certificate{
+			Subject:     pkix.Name{CommonName: cn, Organization: []string{"modgate"}},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		}
-		if ip := net.ParseIP(h); ip != nil {
-			gw.IPAddresses = append(gw.IPAddresses, ip)
-		} else {
-			gw.DNSNames = append(gw.DNSNames, h)
+		for _, h := range hosts {
+			if h = strings.TrimSpace(h); h == "" {
+				continue
+			}
+			if ip := net.ParseIP(h); ip != nil {
+				c.IPAddresses = append(c.IPAddresses, ip)
+			} else {
+				c.DNSNames = append(c.DNSNames, h)
+			}
+		}
+		return c
+	}
+	client := func(cn string, id *url.URL) *x509.Certificate {
+		return &x509.Certificate{
+			Subject:     pkix.Name{CommonName: cn, Organization: []string{"modgate"}},
+			URIs:        []*url.URL{id},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		}
 	}
-	client := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "go-client", Organization: []string{"modgate"}},
-		URIs:        []*url.URL{clientID},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	for name, tmpl := range map[string]*x509.Certificate{"gateway": gw, "client": client} {
+	for name, tmpl := range map[string]*x509.Certificate{
+		"gateway":        server("gateway", p.gatewayHosts),
+		"client":         client("go-client", p.clientID),
+		"gateway-client": client("gateway", p.gatewayID),
+		"modgate":        server("modgate", p.modgateHosts),
+	} {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return fmt.Errorf("certs: %w", err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,12 +34,30 @@ type fileConfig struct {
 	// Admin is the admin listener (/healthz, /readyz). Default
 	// 127.0.0.1:9100; "off" disables it.
 	Admin string `yaml:"admin"`
+	// AdminTokenFile is a file holding the bearer token that the admin
+	// listener's state-changing endpoints (POST /cache/purge) and
+	// /debug/pprof/ require; read-only ones (/healthz, /readyz, /metrics,
+	// /cache/stats) stay open. The token is the file's content without
+	// surrounding white space, at least 16 bytes. Default: a fresh random
+	// token written at every start to admin-token (mode 0600) in the cache
+	// directory, where `modgate cache` looks for it.
+	AdminTokenFile string `yaml:"admin_token_file"`
 	// ExtProcListen is the ext_proc gRPC listener Envoy streams requests
 	// to. Default 127.0.0.1:9002; "off" disables it.
 	ExtProcListen string `yaml:"extproc_listen"`
 	// BlobListen is the blob listener: large cache hits that Envoy is
 	// routed to. Default 127.0.0.1:9003; "off" disables it.
 	BlobListen string `yaml:"blob_listen"`
+	// MeshTLS authenticates the gateway Envoy on the mesh listeners
+	// (extproc_listen, blob_listen, xds_listen) with mutual TLS. Default:
+	// off, and then the ext_proc and blob listeners must be on a loopback
+	// address (see insecure_mesh_listeners).
+	MeshTLS meshTLSConfig `yaml:"mesh_tls"`
+	// InsecureMeshListeners lets the ext_proc and blob listeners listen on
+	// an address other than loopback without mesh_tls: whoever reaches
+	// them can then write identities into the audit log and read every
+	// cached module. Default false: modgate refuses to start.
+	InsecureMeshListeners bool `yaml:"insecure_mesh_listeners"`
 	// ImmediateMaxBytes is the largest cache hit the ext_proc server answers
 	// in an ImmediateResponse (Envoy holds it in memory); larger hits are
 	// routed to the blob listener. Default 256KiB.
@@ -83,6 +102,14 @@ type fileConfig struct {
 	// SumDB lists the checksum database names served under /sumdb/.
 	// Default: the name in `go env GOSUMDB` (none if it is "off").
 	SumDB []string `yaml:"sumdb"`
+	// SumDBURL is where the verifier fetches the checksum database from:
+	// the base URL of the database's own endpoints, to which it appends
+	// /latest, /lookup/MODULE@VERSION and /tile/...; for a GOPROXY-protocol
+	// proxy that proxies the database, that is its /sumdb/NAME URL, e.g.
+	// https://egress.corp.example/sumdb/sum.golang.org. Only the verifier
+	// uses it (clients' own /sumdb/ requests still go to the upstreams).
+	// Default: /sumdb/NAME on the healthy public upstreams, in order.
+	SumDBURL string `yaml:"sumdb_url"`
 	// SumDBKey is the note verifier key ("name+hash+keydata") of the
 	// checksum database every public .mod and .zip is verified against
 	// before it is cached or served; a known database may be given by name.
@@ -146,6 +173,22 @@ type tlsConfig struct {
 	ClientCA string `yaml:"client_ca"`
 }
 
+type meshTLSConfig struct {
+	// Cert and Key are PEM files of the mesh listeners' certificate chain
+	// and key, which the gateway Envoy checks (its SAN matcher). Setting
+	// them turns mesh TLS on.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ClientCA is a PEM file of the CAs the gateway Envoy's client
+	// certificate must chain to. Required with cert.
+	ClientCA string `yaml:"client_ca"`
+	// AllowedClients are the identities accepted from client_ca: a URI SAN
+	// such as spiffe://modgate.local/ns/modgate/sa/gateway, or a DNS SAN,
+	// compared exactly. A certificate from client_ca with none of them (a
+	// client pod's, say) is refused. Required with cert.
+	AllowedClients []string `yaml:"allowed_clients"`
+}
+
 type upstreamConfig struct {
 	// Name labels the upstream in logs and audit. Default: the URL's host.
 	Name string `yaml:"name"`
@@ -160,6 +203,26 @@ type xdsConfig struct {
 	NodeID string `yaml:"node_id"`
 	// BlobAddr is the blob listener as the gateway reaches it. Default modgate:9003.
 	BlobAddr string `yaml:"blob_addr"`
+	// BlobTLS makes the published modgate_blob cluster use mutual TLS to
+	// the blob listener (whose side is mesh_tls). Default: plain HTTP,
+	// for a blob listener on loopback.
+	BlobTLS blobTLSConfig `yaml:"blob_tls"`
+}
+
+// blobTLSConfig names files as the gateway Envoy sees them: the xDS
+// server only writes the paths into the cluster.
+type blobTLSConfig struct {
+	// Cert and Key are the gateway Envoy's client certificate chain and
+	// key (PEM files). Setting them turns blob TLS on.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// CA is the PEM file of CAs the blob listener's certificate must chain
+	// to. Required with cert.
+	CA string `yaml:"ca"`
+	// SAN is the name the blob listener's certificate must carry: a DNS
+	// name, an IP address, or a URI (spiffe://...). Default: the host of
+	// xds.blob_addr.
+	SAN string `yaml:"san"`
 }
 
 type auditConfig struct {
@@ -278,6 +341,20 @@ func (c *fileConfig) check() error {
 	}
 	if c.TLS.ClientCA != "" && c.TLS.Cert == "" {
 		return errors.New("tls.client_ca: needs tls.cert and tls.key")
+	}
+	if err := c.MeshTLS.check(); err != nil {
+		return err
+	}
+	if err := c.XDS.BlobTLS.check(); err != nil {
+		return err
+	}
+	if c.XDS.BlobTLS.Cert != "" && c.XDS.BlobTLS.SAN == "" && blobHost(c.XDS.BlobAddr) == "" {
+		return fmt.Errorf("xds.blob_tls.san: not set, and xds.blob_addr %q has no host to take it from", c.XDS.BlobAddr)
+	}
+	if c.SumDBURL != "" {
+		if _, err := upstream.Parse("sumdb_url", c.SumDBURL, false); err != nil {
+			return fmt.Errorf("sumdb_url: %w", err)
+		}
 	}
 	for i, u := range c.Upstreams {
 		if u.URL == "" {
@@ -517,4 +594,56 @@ func (c *fileConfig) budget() (*budget.Budget, error) {
 		Module:  limit(b.Module, 20, 400),
 		MaxKeys: b.MaxKeys,
 	})
+}
+
+// check validates mesh_tls: all or nothing, and never without a client
+// identity to accept.
+func (m *meshTLSConfig) check() error {
+	if m.Cert == "" && m.Key == "" && m.ClientCA == "" && len(m.AllowedClients) == 0 {
+		return nil
+	}
+	switch {
+	case m.Cert == "" || m.Key == "":
+		return errors.New("mesh_tls: cert and key go together, and client_ca and allowed_clients need them")
+	case m.ClientCA == "":
+		return errors.New("mesh_tls.client_ca: missing: the CAs the gateway Envoy's client certificate chains to")
+	case len(m.AllowedClients) == 0:
+		return errors.New("mesh_tls.allowed_clients: missing: the gateway Envoy's identity (a URI SAN such as spiffe://..., or a DNS SAN); without it any certificate from client_ca would do")
+	}
+	for i, id := range m.AllowedClients {
+		if err := checkIdentity(id); err != nil {
+			return fmt.Errorf("mesh_tls.allowed_clients[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// checkIdentity checks an allowed client identity: a URI with a scheme
+// and a host (spiffe://trust-domain/path), or a DNS name.
+func checkIdentity(id string) error {
+	if strings.Contains(id, "://") {
+		u, err := url.Parse(id)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return fmt.Errorf("%q: want a URI such as spiffe://trust-domain/path, or a DNS name", id)
+		}
+		return nil
+	}
+	if id == "" || strings.ContainsAny(id, " /:@*") {
+		return fmt.Errorf("%q: want a DNS name, or a URI such as spiffe://trust-domain/path", id)
+	}
+	return nil
+}
+
+// check validates xds.blob_tls: all or nothing (san has a default).
+func (b *blobTLSConfig) check() error {
+	if b.Cert == "" && b.Key == "" && b.CA == "" && b.SAN == "" {
+		return nil
+	}
+	switch {
+	case b.Cert == "" || b.Key == "":
+		return errors.New("xds.blob_tls: cert and key go together, and ca and san need them")
+	case b.CA == "":
+		return errors.New("xds.blob_tls.ca: missing: the CAs the blob listener's certificate chains to")
+	}
+	return nil
 }

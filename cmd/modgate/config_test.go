@@ -68,6 +68,18 @@ func TestLoadConfigErrorsNameTheField(t *testing.T) {
 		{"client ca without cert", "tls:\n  client_ca: ca.pem\n", "tls.client_ca"},
 		{"upstream without url", "upstreams:\n  - name: x\n", "upstreams[0].url"},
 		{"duplicate key", "listen: a\nlisten: b\n", "listen"},
+		{"mesh tls cert without key", "mesh_tls:\n  cert: a.pem\n", "mesh_tls: cert and key"},
+		{"mesh tls without client ca", "mesh_tls:\n  cert: a.pem\n  key: a-key.pem\n  allowed_clients: [spiffe://x/y]\n", "mesh_tls.client_ca"},
+		{"mesh tls without allowed clients", "mesh_tls:\n  cert: a.pem\n  key: a-key.pem\n  client_ca: ca.pem\n", "mesh_tls.allowed_clients"},
+		{"mesh tls allowed client not a name", "mesh_tls:\n  cert: a.pem\n  key: a-key.pem\n  client_ca: ca.pem\n  allowed_clients: [spiffe://x/y, \"a b\"]\n", "mesh_tls.allowed_clients[1]"},
+		{"mesh tls allowed client uri without host", "mesh_tls:\n  cert: a.pem\n  key: a-key.pem\n  client_ca: ca.pem\n  allowed_clients: [\"spiffe:///y\"]\n", "mesh_tls.allowed_clients[0]"},
+		{"mesh tls client ca alone", "mesh_tls:\n  client_ca: ca.pem\n", "mesh_tls"},
+		{"insecure mesh listeners not a bool", "insecure_mesh_listeners: maybe\n", "insecure_mesh_listeners"},
+		{"blob tls without ca", "xds:\n  blob_tls: {cert: c.pem, key: k.pem}\n", "xds.blob_tls.ca"},
+		{"blob tls without key", "xds:\n  blob_tls: {cert: c.pem, ca: ca.pem}\n", "xds.blob_tls"},
+		{"blob tls san without a blob host", "xds:\n  blob_addr: nohost\n  blob_tls: {cert: c.pem, key: k.pem, ca: ca.pem}\n", "xds.blob_tls.san"},
+		{"sumdb url not http", "sumdb_url: ftp://sum.example.test\n", "sumdb_url"},
+		{"sumdb url without host", "sumdb_url: https:///sumdb\n", "sumdb_url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,9 +17,12 @@ validate checks Envoy bootstrap files (YAML, Envoy v3 API) the way Envoy
 would load them, without an Envoy binary: unknown fields and enum values,
 the protoc-gen-validate rules (also inside typed_config), deprecated
 fields, references to missing clusters, gRPC clusters that are not
-HTTP/2, ALPN without TLS, upstream TLS that does not verify the server,
-and modgate's ext_proc settings (fail closed, timeouts, the "modgate"
-metadata namespace).
+HTTP/2 (or speak TLS without ALPN h2), ALPN without TLS, upstream TLS
+that does not verify the server, and modgate's ext_proc settings (fail
+closed, timeouts, the "modgate" metadata namespace, the upstream.address
+and xds.cluster_name response attributes, and a cluster that reaches the
+sidecar over TLS with a client certificate and a SAN matcher, unless all
+its endpoints are loopback).
 
 Files a config names (certificates, keys, CA bundles) must exist: as
 written, or under DIR with --root (DIR stands for the Envoy container's

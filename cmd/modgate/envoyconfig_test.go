@@ -14,6 +14,7 @@ func TestEnvoyConfigCmd(t *testing.T) {
 	root := t.TempDir()
 	for _, f := range []string{
 		"etc/modgate/certs/ca.pem", "etc/modgate/certs/gateway.pem", "etc/modgate/certs/gateway-key.pem",
+		"etc/modgate/certs/gateway-client.pem", "etc/modgate/certs/gateway-client-key.pem",
 		"etc/ssl/certs/ca-certificates.crt",
 	} {
 		p := filepath.Join(root, filepath.FromSlash(f))

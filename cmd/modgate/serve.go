@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -32,7 +33,9 @@ import (
 
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/cache"
+	"github.com/modgate/modgate/capability"
 	"github.com/modgate/modgate/extproc"
+	"github.com/modgate/modgate/gate"
 	"github.com/modgate/modgate/gateway"
 	"github.com/modgate/modgate/health"
 	"github.com/modgate/modgate/ledger"
@@ -59,6 +62,24 @@ GONOPROXY and GONOSUMDB. Point clients at it with
 
 Every listener takes host:port; port 0 picks a free port (logged at start),
 "off" disables the listener. Flags override the config file.
+
+The mesh listeners (--extproc-listen, --blob-listen) trust whoever connects:
+the ext_proc client writes client identities into the audit log, and the
+blob listener sends cached modules. modgate refuses to start with either on
+an address other than loopback unless mesh_tls is set in the config file
+(cert, key, client_ca, allowed_clients: mutual TLS that admits only the
+gateway Envoy's identity, on the xDS listener too) or, knowingly,
+insecure_mesh_listeners: true. The blob listener also requires the
+capability token the ext_proc server puts on each request it routes there.
+
+The admin listener's POST /cache/purge and /debug/pprof/ require
+"Authorization: Bearer TOKEN": the token is read from admin_token_file, or
+else made at every start and written to admin-token (mode 0600) in the
+cache directory, where 'modgate cache' finds it.
+
+Every public .mod and .zip is verified against the checksum database,
+fetched from /sumdb/NAME on the public upstreams, or, with sumdb_url in the
+config file, from that base URL only (an egress proxy, say).
 
 Flags:
 `
@@ -104,6 +125,14 @@ request), and the blob listener that Envoy is routed to for cache hits too
 large for an immediate response. It runs the same processor, cache and
 configuration as 'modgate serve', without the standalone GOPROXY listener.
 
+Whoever reaches these listeners is trusted, so modgate refuses to start
+with --listen or --blob-listen on an address other than loopback unless
+mesh_tls is set in the config file (mutual TLS admitting only the gateway
+Envoy's identity in mesh_tls.allowed_clients) or, knowingly,
+insecure_mesh_listeners: true. The admin listener's POST /cache/purge and
+/debug/pprof/ require the bearer token in admin_token_file, or else in
+admin-token in the cache directory (made at every start).
+
 Flags:
 `
 
@@ -139,6 +168,17 @@ func runGateway(ctx context.Context, cmd string, f *serveFlags, stdout, stderr i
 	cfg, env, log, err := prepare(ctx, cmd, f, stderr)
 	if err != nil {
 		return err
+	}
+	extprocFlag := "--extproc-listen"
+	if cmd == "extproc" {
+		extprocFlag = "--listen"
+	}
+	warnings, err := cfg.checkMeshListeners(extprocFlag)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		log.Warn(w)
 	}
 	g, err := newGateway(ctx, cfg, env, stdout, log)
 	if err != nil {
@@ -231,7 +271,14 @@ type standalone struct {
 	ledger   *ledger.Ledger
 	verifier *verify.Verifier
 	audit    *audit.Writer
-	ready    atomic.Bool
+	// caps makes the ext_proc server's blob-route tokens and checks them
+	// on the blob listener: one key per process.
+	caps *capability.Key
+	// meshTLS is the mesh listeners' server TLS, nil when mesh_tls is off.
+	meshTLS *tls.Config
+	// adminToken is what the admin listener's guarded endpoints require.
+	adminToken string
+	ready      atomic.Bool
 }
 
 func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Writer, log *slog.Logger) (*standalone, error) {
@@ -243,7 +290,11 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	if err != nil {
 		return nil, err
 	}
-	g := &standalone{cfg: cfg, log: log}
+	meshTLS, err := cfg.meshTLS()
+	if err != nil {
+		return nil, err
+	}
+	g := &standalone{cfg: cfg, log: log, meshTLS: meshTLS, caps: capability.NewKey(0, nil)}
 	if err := g.openAudit(stdout); err != nil {
 		return nil, err
 	}
@@ -269,6 +320,12 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		g.close()
 		return nil, err
 	}
+	if cfg.Admin != "off" {
+		if g.adminToken, err = adminToken(cfg.AdminTokenFile, cc.Dir, log); err != nil {
+			g.close()
+			return nil, err
+		}
+	}
 	bud, err := cfg.budget()
 	if err != nil {
 		g.close()
@@ -284,7 +341,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	g.metrics.Register(metrics.CacheCollector(g.cache.Stats))
 	g.metrics.Register(metrics.AuditCollector(g.audit.Stats))
 	g.health = newRegistry(cfg, set, g.audit, g.metrics, log)
-	if g.xds, err = xds.New(ctx, xds.Options{NodeID: cfg.XDS.NodeID, Health: g.health, BlobAddr: cfg.XDS.BlobAddr, Logger: log}); err != nil {
+	if g.xds, err = xds.New(ctx, cfg.xdsOptions(g.health, log)); err != nil {
 		g.close()
 		return nil, err
 	}
@@ -292,7 +349,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		g.close()
 		return nil, err
 	}
-	opts := extproc.Options{
+	opts := gate.Options{
 		Policy:              pol,
 		Upstreams:           g.health,
 		Health:              g.health,
@@ -308,12 +365,12 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	if bud != nil {
 		opts.Budget = bud // a nil *budget.Budget would be a non-nil interface
 	}
-	proc, err := extproc.New(opts)
+	proc, err := gate.New(opts)
 	if err != nil {
 		g.close()
 		return nil, err
 	}
-	g.extproc = extproc.NewServer(proc, extproc.ServerOptions{MaxImmediateBytes: int64(cfg.ImmediateMaxBytes), Logger: log, Observer: g.metrics})
+	g.extproc = extproc.NewServer(proc, extproc.ServerOptions{MaxImmediateBytes: int64(cfg.ImmediateMaxBytes), Capability: g.caps, Logger: log, Observer: g.metrics})
 	g.handler, err = gateway.New(gateway.Options{
 		Processor:    proc,
 		Client:       client,
@@ -359,7 +416,7 @@ func (g *standalone) openAudit(stdout io.Writer) error {
 
 // openVerifier opens the private ledger and the checksum database state
 // under the cache directory, and the Verifier over them.
-func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEnv, cacheDir string, ups extproc.Upstreams, client *upstream.Client) error {
+func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEnv, cacheDir string, ups gate.Upstreams, client *upstream.Client) error {
 	key, err := cfg.sumDBKey(env)
 	if err != nil {
 		return err
@@ -374,7 +431,18 @@ func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEn
 		name, _, _ := strings.Cut(key, "+")
 		vc.Dir = filepath.Join(cacheDir, "sumdb")
 		vc.Fetch = func(ctx context.Context, p string) ([]byte, error) {
-			return client.Get(ctx, ups.Candidates(false), "/sumdb/"+name+p, extproc.MaxSumDBBytes)
+			return client.Get(ctx, ups.Candidates(false), "/sumdb/"+name+p, gate.MaxSumDBBytes)
+		}
+		if cfg.SumDBURL != "" {
+			// The database's own endpoints: no /sumdb/NAME prefix.
+			db, err := upstream.Parse("sumdb_url", cfg.SumDBURL, false)
+			if err != nil {
+				return fmt.Errorf("sumdb_url: %w", err)
+			}
+			vc.Fetch = func(ctx context.Context, p string) ([]byte, error) {
+				return client.Get(ctx, []*upstream.Upstream{db}, p, gate.MaxSumDBBytes)
+			}
+			g.log.Info("checksum database fetched from sumdb_url", "url", db.URL.Redacted())
 		}
 		vc.OnSecurityError = func(msg string) {
 			ev := &audit.Event{
@@ -449,7 +517,9 @@ func (g *standalone) run(ctx context.Context) error {
 		if addr == "off" {
 			return nil
 		}
-		l, err := listen(name, addr, tc, g.log)
+		// A gRPC server does its own TLS handshakes.
+		_, grpcTLS := srv.(*grpcServer)
+		l, err := listen(name, addr, tc, !grpcTLS, g.log)
 		if err != nil {
 			closeAll()
 			return err
@@ -464,17 +534,22 @@ func (g *standalone) run(ctx context.Context) error {
 	}
 	proxy := g.server(g.handler)
 	proxy.ConnContext = gateway.ConnContext
-	blob := g.server(gateway.NewBlobHandler(g.cache, g.log))
+	blob := g.server(gateway.NewBlobHandler(g.cache, g.caps, g.log))
 	blob.ConnContext = gateway.ConnContext
+	var blobTLS *tls.Config
+	if g.meshTLS != nil {
+		blobTLS = g.meshTLS.Clone()
+		blobTLS.NextProtos = []string{"h2", "http/1.1"}
+	}
 	for _, l := range []struct {
 		name, addr string
 		tc         *tls.Config
 		srv        server
 	}{
 		{"goproxy", g.cfg.Listen, proxyTLS, proxy},
-		{"extproc", g.cfg.ExtProcListen, nil, newGRPCServer(g.extproc.Register)},
-		{"xds", g.cfg.XDSListen, nil, newGRPCServer(g.xds.Register)},
-		{"blob", g.cfg.BlobListen, nil, blob},
+		{"extproc", g.cfg.ExtProcListen, g.meshTLS, newGRPCServer(g.extproc.Register, g.meshTLS)},
+		{"xds", g.cfg.XDSListen, g.meshTLS, newGRPCServer(g.xds.Register, g.meshTLS)},
+		{"blob", g.cfg.BlobListen, blobTLS, blob},
 		{"admin", g.cfg.Admin, nil, g.server(g.adminHandler())},
 	} {
 		if err := add(l.name, l.addr, l.tc, l.srv); err != nil {
@@ -551,15 +626,19 @@ type grpcServer struct {
 }
 
 // newGRPCServer serves what register registers (the ExternalProcessor, or
-// ADS). Its keepalive policy accepts Envoy's pings (grpc-go's default would
-// end the connection with too_many_pings), and it serves the gRPC health
-// service.
-func newGRPCServer(register func(*grpc.Server)) *grpcServer {
-	srv := grpc.NewServer(
+// ADS), over TLS with tc if it is not nil. Its keepalive policy accepts
+// Envoy's pings (grpc-go's default would end the connection with
+// too_many_pings), and it serves the gRPC health service.
+func newGRPCServer(register func(*grpc.Server), tc *tls.Config) *grpcServer {
+	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.MaxRecvMsgSize(4<<20),
-	)
+		grpc.MaxRecvMsgSize(4 << 20),
+	}
+	if tc != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	srv := grpc.NewServer(opts...)
 	register(srv)
 	h := grpchealth.NewServer()
 	healthpb.RegisterHealthServer(srv, h)
@@ -632,15 +711,19 @@ func (g *standalone) tlsConfig() (*tls.Config, error) {
 	return c, nil
 }
 
-// listen opens a listener and logs the address it got.
-func listen(name, addr string, tc *tls.Config, log *slog.Logger) (net.Listener, error) {
+// listen opens a listener and logs the address it got. With tc, the
+// scheme logged is https, and wrap makes it a TLS listener (a gRPC server
+// with TLS credentials does the handshakes itself).
+func listen(name, addr string, tc *tls.Config, wrap bool, log *slog.Logger) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s listener: %w", name, err)
 	}
 	scheme := "http"
 	if tc != nil {
-		l = tls.NewListener(l, tc)
+		if wrap {
+			l = tls.NewListener(l, tc)
+		}
 		scheme = "https"
 	}
 	log.Info("listening", "listener", name, "addr", l.Addr().String(), "scheme", scheme)

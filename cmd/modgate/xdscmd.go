@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -27,6 +28,11 @@ It probes every upstream (health.interval, default 5s); 3 failures in a row
 drain one, 2 successes bring it back, and a drained one is removed after
 health.drain_period. SIGHUP reloads the upstream list from --config; a bad
 file is refused and the running list kept. Health changes are audited.
+
+With mesh_tls in the config file, the ADS listener serves mutual TLS and
+admits only mesh_tls.allowed_clients. With xds.blob_tls, the published
+modgate_blob cluster reaches the blob listener over mutual TLS (the
+gateway's client certificate, the CA, and the listener's SAN).
 
 Flags:
 `
@@ -65,15 +71,19 @@ func xdsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g.client = upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout})
 	g.metrics = metrics.New()
 	g.health = newRegistry(cfg, set, g.audit, g.metrics, log)
-	if g.xds, err = xds.New(ctx, xds.Options{NodeID: cfg.XDS.NodeID, Health: g.health, BlobAddr: cfg.XDS.BlobAddr, Logger: log}); err != nil {
+	if g.xds, err = xds.New(ctx, cfg.xdsOptions(g.health, log)); err != nil {
 		return err
 	}
-
-	l, err := listen("xds", cfg.XDSListen, nil, log)
+	tc, err := cfg.meshTLS()
 	if err != nil {
 		return err
 	}
-	srv := newGRPCServer(g.xds.Register)
+
+	l, err := listen("xds", cfg.XDSListen, tc, false, log)
+	if err != nil {
+		return err
+	}
+	srv := newGRPCServer(g.xds.Register, tc)
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
 	wg.Go(func() { errc <- srv.Serve(l) })
@@ -100,6 +110,33 @@ func xdsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		runErr = nil
 	}
 	return runErr
+}
+
+// xdsOptions is the control plane's configuration: node id, blob
+// address, and mutual TLS to the blob listener (xds.blob_tls, whose san
+// defaults to the host of xds.blob_addr).
+func (c *fileConfig) xdsOptions(reg *health.Registry, log *slog.Logger) xds.Options {
+	o := xds.Options{NodeID: c.XDS.NodeID, Health: reg, BlobAddr: c.XDS.BlobAddr, Logger: log}
+	if b := c.XDS.BlobTLS; b.Cert != "" {
+		o.BlobTLS = &xds.BlobTLS{Cert: b.Cert, Key: b.Key, CA: b.CA, SAN: b.SAN}
+		if b.SAN == "" {
+			o.BlobTLS.SAN = blobHost(c.XDS.BlobAddr)
+		}
+	}
+	return o
+}
+
+// blobHost is the host of xds.blob_addr (default xds.DefaultBlobAddr), ""
+// if it has none.
+func blobHost(addr string) string {
+	if addr == "" {
+		addr = xds.DefaultBlobAddr
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return host
 }
 
 // newRegistry is the health registry of set, whose changes are audited.

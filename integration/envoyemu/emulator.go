@@ -22,6 +22,7 @@ package envoyemu
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -40,9 +42,15 @@ import (
 // value is Envoy's own proto default (off), while NewConfig returns modgate's
 // shipped values.
 type Config struct {
-	// ExtProcAddr is host:port of the ext_proc gRPC server (plaintext h2c).
-	// Required.
+	// ExtProcAddr is host:port of the ext_proc gRPC server. Required.
 	ExtProcAddr string
+	// ExtProcTLS, if set, is the TLS the ext_proc cluster's transport
+	// socket uses (the gateway's client certificate, the CA and server
+	// name to verify); nil is plaintext h2c.
+	ExtProcTLS *tls.Config
+	// ClusterTLS is the TLS of clusters whose base URL is https (the blob
+	// cluster with mTLS); nil uses the system's defaults.
+	ClusterTLS *tls.Config
 	// Clusters maps a cluster name to the base URL of an HTTP server,
 	// e.g. "upstream_public" → "http://127.0.0.1:1234".
 	Clusters map[string]string
@@ -62,6 +70,12 @@ type Config struct {
 	// the dynamic metadata namespaces accepted from the processor.
 	// Default ["modgate"].
 	ReceivingNamespaces []string
+	// ResponseAttributes is the ext_proc filter's response_attributes: the
+	// attributes sent on the first message of the response direction.
+	// The emulator evaluates upstream.address, xds.cluster_name and
+	// response.code; NewConfig asks for the first two, as the shipped
+	// gateway does.
+	ResponseAttributes []string
 	// ChunkSize is the size of the upstream body chunks sent in STREAMED
 	// mode, 16–64 KiB. Default 32 KiB.
 	ChunkSize int
@@ -76,13 +90,28 @@ type Config struct {
 	UpstreamTimeout time.Duration
 }
 
-// NewConfig returns the configuration modgate ships: mode override allowed
-// and max_message_timeout 60s, everything else at its default.
+// NewConfig returns the configuration modgate ships: mode override allowed,
+// max_message_timeout 60s, and the response attributes that name the
+// upstream used; everything else at its default.
 func NewConfig(extProcAddr string) Config {
 	return Config{
-		ExtProcAddr:       extProcAddr,
-		AllowModeOverride: true,
-		MaxMessageTimeout: 60 * time.Second,
+		ExtProcAddr:        extProcAddr,
+		AllowModeOverride:  true,
+		MaxMessageTimeout:  60 * time.Second,
+		ResponseAttributes: []string{"upstream.address", "xds.cluster_name"},
+	}
+}
+
+// GatewayRoutes is the route table of the shipped gateway bootstrap
+// (envoy/gateway.yaml): by the processor's dynamic metadata to the private,
+// blob and public clusters, in that order. The bootstrap's last route, a
+// 503 direct response, is not modelled: a request that matches none of
+// these meets the emulator's route_not_found.
+func GatewayRoutes() []Route {
+	return []Route{
+		{Namespace: "modgate", Key: "route", Value: "private", Cluster: "upstream_private"},
+		{Namespace: "modgate", Key: "route", Value: "blob", Cluster: "modgate_blob"},
+		{Namespace: "modgate", Key: "route", Value: "public", Cluster: "upstream_public"},
 	}
 }
 
@@ -103,13 +132,17 @@ type Request struct {
 	// :authority (default "modgate"); :scheme is "https". Envoy adds
 	// x-request-id (if absent) and x-forwarded-proto before ext_proc runs.
 	Header http.Header
-	// Attributes are the request attributes Envoy would send
-	// (source.address "ip:port", connection.mtls bool,
+	// Attributes are the request attributes (request_attributes) Envoy
+	// would send (source.address "ip:port", connection.mtls bool,
 	// connection.uri_san_peer_certificate string, …). They are sent as a
 	// Struct under "envoy.filters.http.ext_proc" on the first message of
-	// each direction; bools and numbers are typed, nil values are omitted,
-	// everything else is formatted as a string.
+	// the request direction; bools and numbers are typed, nil values are
+	// omitted, everything else is formatted as a string.
 	Attributes map[string]any
+	// ResetAfterChunks, if positive, makes the client reset its stream once
+	// that many response body chunks have gone downstream, as a client
+	// that leaves mid-body: Envoy then resets the ext_proc stream.
+	ResetAfterChunks int
 }
 
 // Response is what the downstream client got.
@@ -155,8 +188,12 @@ func New(cfg Config) (*Emulator, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
+	creds := insecure.NewCredentials()
+	if cfg.ExtProcTLS != nil {
+		creds = credentials.NewTLS(cfg.ExtProcTLS)
+	}
 	conn, err := grpc.NewClient(cfg.ExtProcAddr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                30 * time.Second,
 			Timeout:             10 * time.Second,
@@ -170,6 +207,7 @@ func New(cfg Config) (*Emulator, error) {
 		Proxy:               nil,
 		DisableCompression:  true, // Envoy forwards accept-encoding untouched
 		MaxIdleConnsPerHost: 16,
+		TLSClientConfig:     cfg.ClusterTLS,
 	}
 	return &Emulator{
 		cfg:    cfg,

@@ -487,7 +487,16 @@ func TestDo(t *testing.T) {
 				if len(got) != 2 {
 					t.Fatalf("messages = %d, want 2", len(got))
 				}
-				for _, m := range got {
+				// The response direction carries the response attributes:
+				// which upstream answered.
+				ra := got[1].GetAttributes()["envoy.filters.http.ext_proc"].GetFields()
+				if ra["xds.cluster_name"].GetStringValue() != "a" || !strings.HasPrefix(ra["upstream.address"].GetStringValue(), "127.0.0.1:") {
+					t.Errorf("response attributes = %v, want the cluster and its address", ra)
+				}
+				if _, ok := ra["source.address"]; ok {
+					t.Error("a request attribute was sent on the response direction")
+				}
+				for _, m := range got[:1] {
 					a := m.GetAttributes()["envoy.filters.http.ext_proc"].GetFields()
 					if v, ok := a["connection.mtls"].GetKind().(*structpb.Value_BoolValue); !ok || !v.BoolValue {
 						t.Errorf("connection.mtls = %v, want bool true", a["connection.mtls"])

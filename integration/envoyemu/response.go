@@ -229,6 +229,9 @@ func (t *transaction) streamed(ctx context.Context, body io.Reader) error {
 		}
 		t.body = append(t.body, data...)
 		queue = queue[1:]
+		if t.chunksOut++; t.req.ResetAfterChunks > 0 && t.chunksOut >= t.req.ResetAfterChunks {
+			return &abort{reset: true, details: "downstream_remote_disconnect"}
+		}
 	}
 	if !eosRead {
 		return t.copyRest(ctx, body)

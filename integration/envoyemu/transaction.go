@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 
@@ -40,14 +41,18 @@ type transaction struct {
 	route      Route
 	routed     bool
 	cluster    string
-	upCancel   context.CancelFunc
-	protoSent  bool
-	attrsSent  [2]bool
-	ignored    []string
-	respHeader headerMap // response headers incl. :status
+	// upstreamAddr is the address of the upstream connection the router
+	// used, host:port.
+	upstreamAddr string
+	upCancel     context.CancelFunc
+	protoSent    bool
+	attrsSent    [2]bool
+	ignored      []string
+	respHeader   headerMap // response headers incl. :status
 
 	// What went downstream.
 	headersSent bool
+	chunksOut   int // STREAMED body chunks that went downstream
 	body        []byte
 	reset       bool
 	localReply  bool
@@ -139,7 +144,9 @@ func requestID() string {
 }
 
 // decorate adds what Envoy puts on first messages: protocol_config on the
-// stream's first message, attributes on the first message of a direction.
+// stream's first message, attributes on the first message of a direction:
+// the request's on the request direction, the configured response
+// attributes on the response direction.
 func (t *transaction) decorate(msg *extprocv3.ProcessingRequest, dir direction) {
 	if !t.protoSent {
 		t.protoSent = true
@@ -148,10 +155,43 @@ func (t *transaction) decorate(msg *extprocv3.ProcessingRequest, dir direction) 
 			ResponseBodyMode: t.mode.GetResponseBodyMode(),
 		}
 	}
-	if !t.attrsSent[dir] && len(t.req.Attributes) > 0 {
-		t.attrsSent[dir] = true
-		msg.Attributes = map[string]*structpb.Struct{attributesKey: attributeStruct(t.req.Attributes)}
+	if t.attrsSent[dir] {
+		return
 	}
+	t.attrsSent[dir] = true
+	attrs := t.req.Attributes
+	if dir == dirResponse {
+		attrs = t.responseAttributes()
+	}
+	if len(attrs) > 0 {
+		msg.Attributes = map[string]*structpb.Struct{attributesKey: attributeStruct(attrs)}
+	}
+}
+
+// responseAttributes evaluates Config.ResponseAttributes for the
+// response: upstream.address (the address the router connected to),
+// xds.cluster_name and response.code. Others, and ones without a value,
+// are omitted, as Envoy omits absent attributes.
+func (t *transaction) responseAttributes() map[string]any {
+	out := map[string]any{}
+	for _, name := range t.cfg.ResponseAttributes {
+		switch name {
+		case "upstream.address":
+			if t.upstreamAddr != "" {
+				out[name] = t.upstreamAddr
+			}
+		case "xds.cluster_name":
+			if t.cluster != "" {
+				out[name] = t.cluster
+			}
+		case "response.code":
+			if s, ok := t.respHeader.get(":status"); ok {
+				n, _ := strconv.Atoi(s)
+				out[name] = n
+			}
+		}
+	}
+	return out
 }
 
 // requestHeaders sends the request headers and applies the reply.
@@ -279,6 +319,9 @@ func (t *transaction) forward(ctx context.Context) (*http.Response, error) {
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header["User-Agent"] = []string{""} // no Go default
 	}
+	req = req.WithContext(httptrace.WithClientTrace(uctx, &httptrace.ClientTrace{
+		GotConn: func(ci httptrace.GotConnInfo) { t.upstreamAddr = ci.Conn.RemoteAddr().String() },
+	}))
 	resp, err := t.e.upstream.Do(req)
 	switch {
 	case err == nil:

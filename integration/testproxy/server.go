@@ -38,6 +38,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	requests []string                        // raw request paths, in arrival order
+	headers  []http.Header                   // their headers, in the same order
+	queries  []string                        // their raw queries, in the same order
 	fault    func(path string) int           // see Fault
 	delay    func(path string) time.Duration // see Delay
 	replace  map[string][]byte               // raw path → body, see Replace
@@ -163,6 +165,24 @@ func (s *Server) Requests() []string {
 	return slices.Clone(s.requests)
 }
 
+// A Received is one request the server received.
+type Received struct {
+	Path   string      // as sent, escaped, without query
+	Query  string      // the raw query, "" if none
+	Header http.Header // as received (Go's server drops Host into the request)
+}
+
+// Received returns every request received, in arrival order.
+func (s *Server) Received() []Received {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Received, len(s.requests))
+	for i, p := range s.requests {
+		out[i] = Received{Path: p, Query: s.queries[i], Header: s.headers[i].Clone()}
+	}
+	return out
+}
+
 // Count returns how many requests have been received for the path p,
 // which is compared with the path as sent, e.g. "/example.com/%21upper/m/@v/list".
 func (s *Server) Count(p string) int {
@@ -213,6 +233,8 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	raw := r.URL.EscapedPath()
 	s.mu.Lock()
 	s.requests = append(s.requests, raw)
+	s.headers = append(s.headers, r.Header.Clone())
+	s.queries = append(s.queries, r.URL.RawQuery)
 	delay := s.delay
 	s.mu.Unlock()
 

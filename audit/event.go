@@ -1,0 +1,87 @@
+package audit
+
+import (
+	"net/netip"
+	"time"
+)
+
+// ActionRequest is the action of the one event every request yields.
+const ActionRequest = "request"
+
+// A Request is what is known of one request when it ends: the facts its
+// audit event records.
+type Request struct {
+	Start    time.Time
+	Duration time.Duration
+	ID       string // the request id, as sent in X-Request-Id
+	Method   string
+	Target   string // the request target as received
+	Status   int    // what the client was sent, 0 if nothing
+	Bytes    int64  // body bytes the client was sent
+	// Failed marks a request that did not succeed although its status
+	// says nothing of it: cut short, or answered nothing.
+	Failed bool
+	Reason string
+	Client Client
+	// Modgate holds what the processor decided.
+	Modgate ModgateGroup
+}
+
+// A Client is who sent a request, as far as the front end could verify.
+type Client struct {
+	Addr        netip.AddrPort // the peer's address
+	Subject     string         // verified client certificate's subject
+	URISANs     []string       // its URI SANs (SPIFFE IDs)
+	CertSHA256  string         // hex SHA-256 of its DER encoding
+	User        string         // an authenticated user name
+	OriginalDst netip.AddrPort // where a redirected connection was going
+}
+
+// NewRequest returns the audit event of r. Its outcome is a failure for a
+// status of 0 or at least 400, or when r.Failed.
+func NewRequest(r Request) *Event {
+	outcome := OutcomeSuccess
+	if r.Status >= 400 || r.Status == 0 || r.Failed {
+		outcome = OutcomeFailure
+	}
+	e := &Event{
+		Timestamp: r.Start.UTC(),
+		Event: EventFields{
+			Action:   ActionRequest,
+			Outcome:  outcome,
+			Reason:   r.Reason,
+			Duration: r.Duration.Nanoseconds(),
+		},
+		URL: &URL{Path: r.Target},
+		HTTP: &HTTP{
+			Request:  HTTPRequest{ID: r.ID, Method: r.Method},
+			Response: HTTPResponse{StatusCode: r.Status, Bytes: r.Bytes},
+		},
+		Modgate: r.Modgate,
+	}
+	e.setClient(r.Client)
+	return e
+}
+
+// setClient fills in the groups that identify c: source, tls.client, user,
+// and the original destination.
+func (e *Event) setClient(c Client) {
+	if c.Addr.IsValid() {
+		e.Source = &Source{IP: c.Addr.Addr().Unmap().String(), Port: c.Addr.Port()}
+	}
+	if c.Subject != "" || len(c.URISANs) > 0 || c.CertSHA256 != "" {
+		e.TLS = &TLS{Client: TLSClient{Subject: c.Subject}}
+		if len(c.URISANs) > 0 {
+			e.TLS.Client.X509 = &X509{SAN: X509SAN{URI: c.URISANs}}
+		}
+		if c.CertSHA256 != "" {
+			e.TLS.Client.Hash = &ClientHash{SHA256: c.CertSHA256}
+		}
+	}
+	if c.User != "" {
+		e.User = &User{Name: c.User}
+	}
+	if c.OriginalDst.IsValid() {
+		e.Modgate.OriginalDestination = c.OriginalDst.String()
+	}
+}

@@ -1,0 +1,148 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/modgate/modgate/goproxy"
+	"github.com/modgate/modgate/verify"
+)
+
+// refuse is the one place an error becomes a client reply, and the one
+// place such errors are logged.
+func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
+	var (
+		status int
+		rule   string
+		pe     *goproxy.Error
+		de     *denial
+		be     *overBudget
+		ue     *upstreamError
+		ve     *verifyError
+	)
+	switch {
+	case errors.As(err, &pe):
+		x.decision = "reject"
+		switch {
+		case errors.Is(err, goproxy.ErrMethod):
+			status, rule = http.StatusMethodNotAllowed, "method"
+		case errors.Is(err, goproxy.ErrNotFound):
+			status, rule = http.StatusNotFound, "no-endpoint"
+		default:
+			status, rule = http.StatusBadRequest, "grammar"
+		}
+		x.logger().DebugContext(ctx, "request rejected", "status", status, "err", err)
+	case errors.As(err, &de):
+		x.decision = "deny"
+		status, rule = http.StatusForbidden, de.rule
+		x.logger().InfoContext(ctx, "request denied", "rule", de.rule, "reason", de.reason)
+	case errors.As(err, &be):
+		x.decision = "deny"
+		status, rule = http.StatusTooManyRequests, "budget-"+be.which
+		x.logger().InfoContext(ctx, "miss budget exhausted", "budget", be.which, "client", identity(x.client), "module", x.req.Module)
+	case errors.As(err, &ue):
+		x.decision = "forward"
+		status, rule = ue.clientStatus(), "upstream"
+		x.logger().WarnContext(ctx, "upstream failed", "err", err, "path", x.target)
+	case errors.As(err, &ve):
+		x.decision = "forward"
+		status, rule = http.StatusBadGateway, ve.rule()
+		x.logger().ErrorContext(ctx, "verification failed: not cached, not served", "rule", rule, "err", err)
+	default:
+		status, rule = http.StatusInternalServerError, "internal"
+		x.logger().ErrorContext(ctx, "internal error", "err", err)
+	}
+	x.rule = rule
+	x.reason = err.Error()
+	h := textHeader(x.cache)
+	if status == http.StatusMethodNotAllowed {
+		h.Set("Allow", "GET, HEAD")
+	}
+	return &Reply{Status: status, Header: h, Body: plainText(x.reason)}
+}
+
+// A verifyError is an artifact that failed its check, or could not be
+// checked: 502, and never cached.
+type verifyError struct {
+	err error
+}
+
+func (e *verifyError) Error() string { return e.err.Error() }
+func (e *verifyError) Unwrap() error { return e.err }
+
+// result is the audit's verification value for e.
+func (e *verifyError) result() string {
+	var me *verify.MismatchError
+	var ze *verify.InvalidZipError
+	if errors.As(e.err, &me) || errors.As(e.err, &ze) {
+		return "mismatch"
+	}
+	return "failed"
+}
+
+// rule is the audit's rule for e.
+func (e *verifyError) rule() string {
+	switch {
+	case errors.Is(e.err, verify.ErrSecurity):
+		return "sumdb-security"
+	case e.result() == "mismatch":
+		return "verify-mismatch"
+	}
+	return "verify-failed"
+}
+
+// A denial is a policy refusal: 403.
+type denial struct {
+	rule   string
+	reason string
+}
+
+func (d *denial) Error() string { return "forbidden: " + d.reason }
+
+// overBudget is a miss over the client's or the module's budget: 429.
+type overBudget struct {
+	which string // "client" or "module"
+	retry int    // seconds
+}
+
+func (e *overBudget) Error() string {
+	return fmt.Sprintf("too many cache misses from this %s; retry in %ds", e.which, e.retry)
+}
+
+// An upstreamError is an upstream that failed: a status other than 200,
+// 404 or 410, no answer, or an answer over the limits.
+type upstreamError struct {
+	upstream string
+	status   int   // the upstream's status, or 0
+	err      error // what went wrong, if not a status
+	timeout  bool
+}
+
+func (e *upstreamError) Error() string {
+	name := "upstream"
+	if e.upstream != "" {
+		name += " " + e.upstream
+	}
+	switch {
+	case e.err != nil && e.timeout:
+		return name + ": timed out: " + e.err.Error()
+	case e.err != nil:
+		return name + ": " + e.err.Error()
+	}
+	return fmt.Sprintf("%s answered %d %s", name, e.status, http.StatusText(e.status))
+}
+
+func (e *upstreamError) Unwrap() error { return e.err }
+
+// clientStatus is the status an upstream failure becomes: never a 404.
+func (e *upstreamError) clientStatus() int {
+	switch {
+	case e.timeout, e.status == http.StatusGatewayTimeout:
+		return http.StatusGatewayTimeout
+	case e.status == http.StatusTooManyRequests, e.status == http.StatusServiceUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadGateway
+}

@@ -1,0 +1,462 @@
+package gate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/modgate/modgate/audit"
+	"github.com/modgate/modgate/cache"
+	"github.com/modgate/modgate/goproxy"
+	"github.com/modgate/modgate/policy"
+	"github.com/modgate/modgate/upstream"
+)
+
+// Client identifies who sent a request, as far as the front end could
+// verify: the peer's address, a verified client certificate, an
+// authenticated user, the original destination of a redirected
+// connection.
+type Client = audit.Client
+
+// identity is c's name for budgets: the strongest identity known.
+func identity(c Client) string {
+	id := c.Addr.Addr().Unmap().String()
+	switch {
+	case len(c.URISANs) > 0:
+		id = c.URISANs[0]
+	case c.Subject != "":
+		id = c.Subject
+	case c.User != "":
+		id = "user:" + c.User
+	}
+	if len(id) > 256 {
+		id = id[:256]
+	}
+	return id
+}
+
+// Action is what a front end does next.
+type Action uint8
+
+const (
+	// Reject: write Reply, an error.
+	Reject Action = iota + 1
+	// Serve: write Reply, content modgate makes itself.
+	Serve
+	// Hit: serve Entry with Status and Header, then close it.
+	Hit
+	// Forward: this request leads the Fill of a miss.
+	Forward
+	// Abort: the client went away while waiting; write nothing.
+	Abort
+	// Store: feed the upstream body to Fill.ResponseBody, then Finish.
+	Store
+	// Next: drop the upstream's response and try the next candidate.
+	Next
+	// Fail: drop the upstream's response and Finish the fill.
+	Fail
+)
+
+var actionNames = [...]string{Reject: "reject", Serve: "serve", Hit: "hit", Forward: "forward", Abort: "abort", Store: "store", Next: "next", Fail: "fail"}
+
+func (a Action) String() string {
+	if int(a) < len(actionNames) && actionNames[a] != "" {
+		return actionNames[a]
+	}
+	return "Action(" + strconv.Itoa(int(a)) + ")"
+}
+
+// A Reply is a complete response that modgate makes itself.
+type Reply struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// Decision is what the front end does with a request.
+type Decision struct {
+	Action Action       // Reject, Serve, Hit, Forward or Abort
+	Reply  *Reply       // Reject and Serve
+	Entry  *cache.Entry // Hit: the body, owned by the front end, which closes it
+	Status int          // Hit: 200, or 404/410 for a negative entry
+	Header http.Header  // Hit: the headers (Content-Length excluded)
+	Fill   *Fill        // Forward
+}
+
+// Cache statuses, as in X-Modgate-Cache and the audit event.
+const (
+	cacheBypass    = "bypass" // the cache was not consulted: rejected, denied, or local
+	cacheHit       = "hit"
+	cacheMiss      = "miss"
+	cacheStale     = "stale"
+	cacheNegative  = "negative"
+	cacheCoalesced = "coalesced"
+)
+
+// Exchange is one request's passage through the processor.
+type Exchange struct {
+	p      *Processor
+	start  time.Time
+	id     string
+	client Client
+	log    *slog.Logger // see logger
+
+	method string
+	target string
+	req    goproxy.Request
+	parsed bool
+	route  policy.Route
+	class  cache.Class
+	stale  *cache.Entry // a stale Query entry, served if the fill fails
+
+	decision string // reject, deny, serve or forward
+	rule     string
+	reason   string
+	upstream string
+	cache    string
+	verified string // how the fetched artifact was checked
+	span     trace.Span
+	done     bool
+}
+
+// Begin opens the Exchange for one request from client.
+func (p *Processor) Begin(client Client) *Exchange {
+	id := newID()
+	return &Exchange{
+		p:      p,
+		start:  p.now(),
+		id:     id,
+		client: client,
+		cache:  cacheBypass,
+	}
+}
+
+// logger returns the request's logger, made on first use: most requests
+// log nothing.
+func (x *Exchange) logger() *slog.Logger {
+	if x.log == nil {
+		x.log = x.p.log.With("request_id", x.id)
+	}
+	return x.log
+}
+
+// ID returns the request's id, unique per Exchange.
+func (x *Exchange) ID() string { return x.id }
+
+// RequestHeaders classifies the request from its method and raw target (the
+// request-target as received, or Envoy's :path), decides on it, and looks
+// it up. On a miss it either leads a new fill (Forward) or, if one is in
+// progress for the same key, waits for it as long as ctx lives.
+func (x *Exchange) RequestHeaders(ctx context.Context, method, target string) Decision {
+	x.method, x.target = method, target
+	ctx, x.span = x.p.tracer.Start(ctx, "modgate.request", trace.WithSpanKind(trace.SpanKindServer))
+	if x.span.IsRecording() { // no attribute work on every request when tracing is off
+		x.span.SetAttributes(attribute.String("http.request.method", method), attribute.String("url.path", target))
+	}
+	req, err := goproxy.Parse(method, target, x.p.maxTarget)
+	if err != nil {
+		return x.reject(ctx, err)
+	}
+	x.req, x.parsed = req, true
+
+	v := x.p.policy.Decide(req)
+	if !v.Allow {
+		return x.reject(ctx, &denial{rule: v.Rule, reason: v.Reason})
+	}
+	x.route = v.Route
+	if v.Route == policy.Local {
+		// The only local answer: /sumdb/NAME/supported for an allowed NAME.
+		x.decision = "serve"
+		return Decision{Action: Serve, Reply: &Reply{Status: http.StatusOK, Header: textHeader(cacheBypass)}}
+	}
+	private := v.Route == policy.Private
+	if private && !x.p.upstreams.Configured(true) {
+		return x.reject(ctx, &denial{
+			rule:   "private-no-upstream",
+			reason: fmt.Sprintf("%s is a private module and no private upstream is configured", req.Module),
+		})
+	}
+	x.class, _ = cache.ClassOf(req)
+	key := req.Path()
+
+	// The cache comes before the upstreams' health: what it holds is
+	// served when every upstream is down, which is what it is for. Only a
+	// miss needs an upstream.
+	//
+	// Normally one round; another only when a coalesced fill's entry is
+	// gone before this request could open it.
+	for range 3 {
+		if d, ok := x.lookup(ctx, key); ok {
+			return d
+		}
+		f, leader := x.p.flights.Join(key)
+		if !leader {
+			res, err := f.Wait(ctx)
+			if err != nil {
+				x.closeStale()
+				return Decision{Action: Abort}
+			}
+			if d, ok := x.follow(ctx, res); ok {
+				return d
+			}
+			continue // the flight's entry is gone already: look again
+		}
+		x.decision, x.cache = "forward", cacheMiss
+		candidates, err := x.candidates(private)
+		if err != nil {
+			// The requests waiting on this flight get the same answer,
+			// each its own stale entry if it has one.
+			res := FillResult{err: err}
+			f.Land(res)
+			return x.failed(ctx, res)
+		}
+		if d, ok := x.charge(ctx); !ok {
+			f.Land(FillResult{retry: true})
+			return d
+		}
+		return Decision{Action: Forward, Fill: x.newFill(ctx, f, key, candidates)}
+	}
+	return x.reject(ctx, fmt.Errorf("cache entry for %s vanished three times while being filled", key))
+}
+
+// candidates returns the upstreams a miss on the route may ask, or the
+// upstream error that answers it when there are none: none configured
+// (502), or all drained (503, never a 404).
+func (x *Exchange) candidates(private bool) ([]*upstream.Upstream, error) {
+	if c := x.p.upstreams.Candidates(private); len(c) > 0 {
+		return c, nil
+	}
+	if !x.p.upstreams.Configured(private) {
+		return nil, &upstreamError{err: fmt.Errorf("no %s upstream is configured", x.route)}
+	}
+	return nil, &upstreamError{status: http.StatusServiceUnavailable, err: fmt.Errorf("no healthy %s upstream: all are drained", x.route)}
+}
+
+// lookup serves key from the cache if it holds a fresh entry. A stale one
+// is kept for stale-if-error.
+func (x *Exchange) lookup(ctx context.Context, key string) (Decision, bool) {
+	_, span := x.p.tracer.Start(ctx, "modgate.cache.lookup")
+	e, err := x.p.cache.Get(ctx, key)
+	span.SetAttributes(attribute.Bool("modgate.cache.found", err == nil))
+	span.End()
+	if err != nil {
+		if !errors.Is(err, cache.ErrNotCached) {
+			x.logger().ErrorContext(ctx, "cache read failed; treating as a miss", "key", key, "err", err)
+		}
+		return Decision{}, false
+	}
+	if !e.Fresh {
+		x.closeStale()
+		x.stale = e
+		return Decision{}, false
+	}
+	status := cacheHit
+	if e.Status != http.StatusOK {
+		status = cacheNegative
+	}
+	return x.serveEntry(ctx, e, status), true
+}
+
+// charge takes a miss that this request is about to fetch out of the
+// client's and the module's budgets (requests that wait for another's
+// fetch are not charged). A refusal is the Decision to send.
+func (x *Exchange) charge(ctx context.Context) (Decision, bool) {
+	if x.p.budget == nil {
+		return Decision{}, true
+	}
+	module := x.req.Module
+	if x.req.Kind.IsSumDB() {
+		module = "" // tiles and tree heads belong to no module
+	}
+	ok, which, retry := x.p.budget.Charge(identity(x.client), module)
+	if ok {
+		return Decision{}, true
+	}
+	x.closeStale()
+	secs := int((retry + time.Second - 1) / time.Second)
+	d := x.reject(ctx, &overBudget{which: which, retry: secs})
+	d.Reply.Header.Set("Retry-After", strconv.Itoa(secs))
+	return d, false
+}
+
+// follow turns the result of another request's fill into this request's
+// Decision. ok is false if the filled entry is already gone from the
+// cache, so the caller should look again.
+func (x *Exchange) follow(ctx context.Context, res FillResult) (Decision, bool) {
+	if res.retry {
+		return Decision{}, false
+	}
+	x.upstream, x.verified = res.upstream, res.verification
+	if res.entry == nil {
+		return x.failed(ctx, res), true
+	}
+	e, err := res.entry.Reopen()
+	if err != nil {
+		return Decision{}, false
+	}
+	x.closeStale()
+	return x.serveEntry(ctx, e, cacheCoalesced), true
+}
+
+// Filled turns the result of the fill this request led into its Decision.
+func (x *Exchange) Filled(ctx context.Context, res FillResult) Decision {
+	x.upstream, x.verified = res.upstream, res.verification
+	if res.entry == nil {
+		return x.failed(ctx, res)
+	}
+	e, err := res.entry.Reopen()
+	if err != nil {
+		return x.reject(ctx, fmt.Errorf("reopen filled entry: %w", err))
+	}
+	x.closeStale()
+	return x.serveEntry(ctx, e, cacheMiss)
+}
+
+// Passed records that the upstream's answer to the fill this request led
+// went to the client as it was, with nothing stored (a HEAD, in mesh
+// mode): res names the upstream the audit credits.
+func (x *Exchange) Passed(ctx context.Context, res FillResult) {
+	x.upstream = res.upstream
+}
+
+// failed answers a fill that stored nothing: the stale entry if there is
+// one and the failure is an upstream's, else the failure.
+func (x *Exchange) failed(ctx context.Context, res FillResult) Decision {
+	var ue *upstreamError
+	if x.stale != nil && errors.As(res.err, &ue) {
+		e := x.stale
+		x.stale = nil
+		x.reason = "stale: " + res.err.Error()
+		x.logger().WarnContext(ctx, "serving stale entry", "key", e.Key, "err", res.err)
+		d := x.serveEntry(ctx, e, cacheStale)
+		d.Header.Set("Warning", `110 modgate "Response is Stale"`)
+		return d
+	}
+	x.closeStale()
+	return x.reject(ctx, res.err)
+}
+
+// serveEntry answers with e, or with a denial for a private negative entry.
+func (x *Exchange) serveEntry(ctx context.Context, e *cache.Entry, status string) Decision {
+	x.cache = status
+	if x.decision == "" {
+		x.decision = "serve"
+	}
+	if e.Status != http.StatusOK {
+		if status == cacheHit {
+			x.cache = cacheNegative
+		}
+		if x.route == policy.Private && !x.p.passPriv {
+			e.Close()
+			return x.reject(ctx, &denial{
+				rule:   "private-not-found",
+				reason: fmt.Sprintf("%s: not found at the private upstreams (refused rather than 404, so clients do not ask other proxies)", x.req.Module),
+			})
+		}
+		if x.reason == "" {
+			x.reason = http.StatusText(e.Status) + " upstream"
+		}
+	}
+	return Decision{Action: Hit, Entry: e, Status: e.Status, Header: x.entryHeader(e)}
+}
+
+func (x *Exchange) closeStale() {
+	if x.stale != nil {
+		x.stale.Close()
+		x.stale = nil
+	}
+}
+
+func (x *Exchange) reject(ctx context.Context, err error) Decision {
+	return Decision{Action: Reject, Reply: x.refuse(ctx, err)}
+}
+
+// Done ends the Exchange: status is what the client was sent (0 if
+// nothing), n the body bytes written, err what cut the response short (nil
+// if it completed). It records the one audit event of the request, which
+// may wait for room in the audit queue; calls after the first do nothing.
+func (x *Exchange) Done(ctx context.Context, status int, n int64, err error) {
+	if x.done {
+		return
+	}
+	x.done = true
+	x.closeStale()
+	end := x.p.now()
+	reason := x.reason
+	if err != nil {
+		reason = err.Error()
+		x.logger().WarnContext(ctx, "response cut short", "status", status, "bytes", n, "err", err)
+	}
+	if x.decision == "" {
+		x.decision = "abort" // the client left before a decision
+	}
+	md := audit.ModgateGroup{
+		Decision:     x.decision,
+		Rule:         x.rule,
+		Upstream:     x.upstream,
+		Cache:        x.cache,
+		Verification: x.verified,
+		TraceID:      x.TraceID(),
+	}
+	if x.parsed {
+		md.Kind, md.Module, md.Version, md.SumDB = x.req.Kind.String(), x.req.Module, x.req.Version, x.req.SumDB
+	}
+	e := audit.NewRequest(audit.Request{
+		Start: x.start, Duration: end.Sub(x.start),
+		ID: x.id, Method: x.method, Target: x.target,
+		Status: status, Bytes: n, Failed: err != nil, Reason: reason,
+		Client: x.client, Modgate: md,
+	})
+	if err := x.p.audit.Record(e); err != nil {
+		x.logger().ErrorContext(ctx, "audit event not recorded", "err", err)
+	}
+	if x.p.observer != nil {
+		x.p.observer.Request(md.Kind, status, x.cache, end.Sub(x.start))
+	}
+	x.endSpan(status, md, e.Event.Outcome == audit.OutcomeFailure, reason)
+}
+
+// endSpan ends the request's span with what Done knows.
+func (x *Exchange) endSpan(status int, md audit.ModgateGroup, failed bool, reason string) {
+	if x.span == nil {
+		return
+	}
+	if x.span.IsRecording() {
+		x.span.SetAttributes(
+			attribute.Int("http.response.status_code", status),
+			attribute.String("modgate.kind", md.Kind),
+			attribute.String("modgate.module", md.Module),
+			attribute.String("modgate.version", md.Version),
+			attribute.String("modgate.cache", md.Cache),
+			attribute.String("modgate.decision", md.Decision),
+		)
+		if failed {
+			x.span.SetStatus(codes.Error, reason)
+		}
+	}
+	x.span.End()
+}
+
+// TraceID returns the request's trace id, "" without tracing.
+func (x *Exchange) TraceID() string {
+	if x.span == nil || !x.span.SpanContext().HasTraceID() {
+		return ""
+	}
+	return x.span.SpanContext().TraceID().String()
+}
+
+func newID() string {
+	var b [8]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
