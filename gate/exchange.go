@@ -298,6 +298,7 @@ func (x *Exchange) follow(ctx context.Context, res FillResult) (Decision, bool) 
 	}
 	x.upstream, x.verified = res.upstream, res.verification
 	if res.entry == nil {
+		x.cache = cacheCoalesced // it waited for a fill that failed
 		return x.failed(ctx, res), true
 	}
 	e, err := res.entry.Reopen()
@@ -356,11 +357,11 @@ func (x *Exchange) serveEntry(ctx context.Context, e *cache.Entry, status string
 		if status == cacheHit {
 			x.cache = cacheNegative
 		}
-		if x.route == policy.Private && !x.p.passPriv {
+		if x.route == policy.Private && x.p.refusePrivNotFound {
 			e.Close()
 			return x.reject(ctx, &denial{
 				rule:   "private-not-found",
-				reason: fmt.Sprintf("%s: not found at the private upstreams (refused rather than 404, so clients do not ask other proxies)", x.req.Module),
+				reason: fmt.Sprintf("%s: not found at the private upstreams (refused rather than 404, so clients do not ask other proxies: private_not_found is refuse)", x.req.Module),
 			})
 		}
 		if x.reason == "" {

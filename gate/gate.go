@@ -196,12 +196,14 @@ type Options struct {
 	// MaxTarget limits the request target in bytes. Default
 	// goproxy.DefaultMaxTarget (1 KiB).
 	MaxTarget int
-	// PassPrivateNotFound lets a private upstream's 404/410 reach the
-	// client as such. Default false: it becomes a 403, so that a client
-	// whose GOPROXY lists other proxies after modgate does not go on to ask
-	// them for the private path. Set it when clients use modgate alone and
-	// need "not found" to probe module path prefixes.
-	PassPrivateNotFound bool
+	// RefusePrivateNotFound turns a private upstream's 404/410 into a 403.
+	// Default false: "not found" reaches the client as such, which the go
+	// command needs to probe module path prefixes (go get of a package
+	// inside a private module asks for every prefix of its path, and any
+	// answer but 404/410 aborts the query). Set it only for clients whose
+	// GOPROXY lists other proxies after modgate, which a 404 would send
+	// the private path to; it breaks go get of private package paths.
+	RefusePrivateNotFound bool
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -210,20 +212,20 @@ type Options struct {
 
 // A Processor runs the per-request steps. Create it with New.
 type Processor struct {
-	policy    *policy.Policy
-	upstreams Upstreams
-	cache     Cache
-	flights   Coalescer
-	verifier  Verifier
-	budget    Budget
-	health    Health
-	observer  Observer
-	tracer    trace.Tracer
-	audit     Auditor
-	maxTarget int
-	passPriv  bool
-	log       *slog.Logger
-	now       func() time.Time
+	policy             *policy.Policy
+	upstreams          Upstreams
+	cache              Cache
+	flights            Coalescer
+	verifier           Verifier
+	budget             Budget
+	health             Health
+	observer           Observer
+	tracer             trace.Tracer
+	audit              Auditor
+	maxTarget          int
+	refusePrivNotFound bool
+	log                *slog.Logger
+	now                func() time.Time
 }
 
 // New checks opts and returns a Processor.
@@ -241,20 +243,20 @@ func New(opts Options) (*Processor, error) {
 		return nil, fmt.Errorf("gate: MaxTarget %d is negative", opts.MaxTarget)
 	}
 	p := &Processor{
-		policy:    opts.Policy,
-		upstreams: opts.Upstreams,
-		cache:     opts.Cache,
-		flights:   opts.Coalescer,
-		verifier:  opts.Verifier,
-		budget:    opts.Budget,
-		health:    opts.Health,
-		observer:  opts.Observer,
-		tracer:    opts.Tracer,
-		audit:     opts.Audit,
-		maxTarget: opts.MaxTarget,
-		passPriv:  opts.PassPrivateNotFound,
-		log:       opts.Logger,
-		now:       opts.Now,
+		policy:             opts.Policy,
+		upstreams:          opts.Upstreams,
+		cache:              opts.Cache,
+		flights:            opts.Coalescer,
+		verifier:           opts.Verifier,
+		budget:             opts.Budget,
+		health:             opts.Health,
+		observer:           opts.Observer,
+		tracer:             opts.Tracer,
+		audit:              opts.Audit,
+		maxTarget:          opts.MaxTarget,
+		refusePrivNotFound: opts.RefusePrivateNotFound,
+		log:                opts.Logger,
+		now:                opts.Now,
 	}
 	if p.policy == nil {
 		var err error

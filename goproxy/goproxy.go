@@ -18,17 +18,20 @@
 //
 // The target is limited to DefaultMaxTarget bytes unless the caller chooses
 // another limit. It must not contain a query or fragment, raw control bytes,
-// spaces, backslashes or non-ASCII bytes. Percent-escapes are decoded one path
-// segment at a time and must not produce any of those bytes, nor '/', '%',
-// '?' or '#'. Empty segments and the segments "." and ".." are rejected
-// before and after decoding. Exactly one path segment may contain '@', and
-// it must be the endpoint marker "@v" or "@latest" (or, for a lookup, the
-// final module@version segment). All module path and version decisions are
-// made by golang.org/x/mod.
+// spaces, backslashes or non-ASCII bytes. Module paths and versions need no
+// percent-encoding: the one escape the go command sends is "%21" for the
+// "!" that marks an upper-case letter (it writes github.com/BurntSushi as
+// github.com/%21burnt%21sushi), so "%21" and a raw "!" are the only
+// accepted spellings of it, and every other percent-escape is refused: it
+// could only be another spelling of a resource, one that evades audit
+// searches and path checks. Empty segments and the segments "." and ".."
+// are rejected. Exactly one path segment may contain '@', and it must be
+// the endpoint marker "@v" or "@latest" (or, for a lookup, the final
+// module@version segment). All module path and version decisions are made
+// by golang.org/x/mod.
 //
-// A successfully parsed Request has one canonical form, [Request.Path], which
-// Parse maps back to the same Request. Any target that differs from the
-// canonical path only in percent-encoding denotes the same Request.
+// A successfully parsed Request has one canonical form, [Request.Path], the
+// go command's spelling, which Parse maps back to the same Request.
 //
 // Rejections are *Error values whose Class is ErrMethod (a method other than
 // GET or HEAD), ErrMalformed (a target that breaks the grammar above) or
@@ -39,7 +42,6 @@ package goproxy
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -97,16 +99,17 @@ type Request struct {
 	Tile    tlog.Tile // KindSumDBTile only
 }
 
-// Path returns the canonical request path of r, beginning with "/", exactly
-// as the go command would send it: the module path and version are escaped
-// with module.EscapePath and module.EscapeVersion and then percent-encoded
-// like a URL path (so "!" becomes "%21"). Tile paths come from tlog.Tile.Path.
+// Path returns the canonical request path of r, beginning with "/", as the
+// go command sends it: the module path and version escaped with
+// module.EscapePath and module.EscapeVersion, and the "!" that marks an
+// upper-case letter written "%21"; nothing else is percent-encoded. Tile
+// paths come from tlog.Tile.Path.
 // Path returns "" if r cannot be written as a request path, which never
 // happens for a Request returned by Parse.
 func (r Request) Path() string {
 	mod, modErr := module.EscapePath(r.Module)
 	vers, versErr := module.EscapeVersion(r.Version)
-	mod, vers = pathEscape(mod), pathEscape(vers)
+	mod, vers = strings.ReplaceAll(mod, "!", bangEscape), strings.ReplaceAll(vers, "!", bangEscape)
 	dbOK := module.CheckPath(r.SumDB) == nil && !strings.Contains(r.SumDB, "/")
 	db := "/sumdb/" + r.SumDB
 
@@ -129,11 +132,6 @@ func (r Request) Path() string {
 		}
 	}
 	return ""
-}
-
-// pathEscape percent-encodes s the way the go command does for proxy URLs.
-func pathEscape(s string) string {
-	return strings.ReplaceAll(url.PathEscape(s), "%2F", "/")
 }
 
 // An Error describes why Parse rejected a request.
@@ -208,6 +206,8 @@ func Parse(method, target string, maxTarget int) (Request, error) {
 			return fail(ErrMalformed, "query strings are not part of the protocol")
 		case b == '#':
 			return fail(ErrMalformed, "fragment not allowed in request target")
+		case b == '%' && !strings.HasPrefix(target[i:], bangEscape):
+			return fail(ErrMalformed, "percent-encoding not allowed, except %%21 for \"!\": write the path as the go command does")
 		case badByte(b):
 			return fail(ErrMalformed, "invalid byte 0x%02x in request target", b)
 		}
@@ -216,20 +216,14 @@ func Parse(method, target string, maxTarget int) (Request, error) {
 		return fail(ErrNotFound, "not a module proxy or checksum database endpoint")
 	}
 
-	raw := strings.Split(target[1:], "/")
-	segs := make([]string, len(raw))
-	for i, s := range raw {
-		seg, err := unescapeSegment(s)
-		if err != nil {
-			return fail(ErrMalformed, "%v", err)
-		}
+	segs := strings.Split(strings.ReplaceAll(target[1:], bangEscape, "!"), "/")
+	for _, seg := range segs {
 		if seg == "" {
 			return fail(ErrMalformed, "empty path segment")
 		}
 		if seg == "." || seg == ".." {
-			return fail(ErrMalformed, "path segment %s not allowed", quote(s))
+			return fail(ErrMalformed, "path segment %s not allowed", quote(seg))
 		}
-		segs[i] = seg
 	}
 	if segs[0] == "sumdb" {
 		return parseSumDB(segs[1:])
@@ -237,56 +231,16 @@ func Parse(method, target string, maxTarget int) (Request, error) {
 	return parseProxy(segs)
 }
 
-// badByte reports whether b may not appear in a request target,
-// either raw or percent-encoded.
+// bangEscape is the one percent-escape of the protocols: "!", which
+// module.EscapePath puts before the lower case of an upper-case letter.
+const bangEscape = "%21"
+
+// badByte reports whether b may not appear in a request target.
 func badByte(b byte) bool {
 	return b < 0x20 || b >= 0x7f || b == ' ' || b == '\\'
 }
 
-// unescapeSegment decodes the percent-escapes in one raw path segment.
-// It rejects malformed escapes and escapes of bytes that may not appear
-// in a segment.
-func unescapeSegment(s string) (string, error) {
-	if !strings.Contains(s, "%") {
-		return s, nil
-	}
-	var buf strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '%' {
-			buf.WriteByte(s[i])
-			continue
-		}
-		if i+2 >= len(s) {
-			return "", fmt.Errorf("truncated percent-escape in path segment %s", quote(s))
-		}
-		hi, ok1 := unhex(s[i+1])
-		lo, ok2 := unhex(s[i+2])
-		if !ok1 || !ok2 {
-			return "", fmt.Errorf("malformed percent-escape in path segment %s", quote(s))
-		}
-		b := hi<<4 | lo
-		if badByte(b) || strings.IndexByte("/%?#", b) >= 0 {
-			return "", fmt.Errorf("percent-escape %s not allowed", quote(s[i:i+3]))
-		}
-		buf.WriteByte(b)
-		i += 2
-	}
-	return buf.String(), nil
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
-}
-
-// parseProxy parses the decoded segments of a GOPROXY request.
+// parseProxy parses the segments of a GOPROXY request.
 func parseProxy(segs []string) (Request, error) {
 	at := -1
 	for i, s := range segs {
@@ -355,7 +309,7 @@ func parseVersion(r Request, escaped string) (Request, error) {
 	return r, nil
 }
 
-// parseSumDB parses the decoded segments after /sumdb/.
+// parseSumDB parses the segments after /sumdb/.
 func parseSumDB(segs []string) (Request, error) {
 	if len(segs) < 2 {
 		return fail(ErrMalformed, "missing checksum database name or endpoint")

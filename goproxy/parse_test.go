@@ -53,8 +53,9 @@ var acceptTests = []struct {
 		want:   Request{Kind: KindMod, Module: "github.com/BurntSushi/toml", Version: "v1.3.2"},
 		path:   "/github.com/%21burnt%21sushi/toml/@v/v1.3.2.mod",
 	},
+
 	{
-		name:   "bang escaped path percent",
+		name:   "bang escaped path as the go command sends it",
 		target: "/github.com/%21burnt%21sushi/toml/@v/v1.3.2.mod",
 		want:   Request{Kind: KindMod, Module: "github.com/BurntSushi/toml", Version: "v1.3.2"},
 	},
@@ -149,14 +150,9 @@ var acceptTests = []struct {
 		name:   "info query punctuation",
 		target: "/a.com/m/@v/a$b(c)[d]{e}^f,g=h&i~j!k.info",
 		want:   Request{Kind: KindInfo, Module: "a.com/m", Version: "a$b(c)[d]{e}^f,g=h&i~jK"},
-		path:   "/a.com/m/@v/a$b%28c%29%5Bd%5D%7Be%7D%5Ef%2Cg=h&i~j%21k.info",
+		path:   "/a.com/m/@v/a$b(c)[d]{e}^f,g=h&i~j%21k.info",
 	},
-	{
-		name:   "percent-encoded unreserved bytes",
-		target: "/golang.org/x/tex%74/%40v/v0%2E3.8.zip",
-		want:   Request{Kind: KindZip, Module: "golang.org/x/text", Version: "v0.3.8"},
-		path:   "/golang.org/x/text/@v/v0.3.8.zip",
-	},
+
 	{
 		name:   "tilde and underscore",
 		target: "/example.com/~user/my_mod/@latest",
@@ -259,6 +255,18 @@ var hostileTests = []struct {
 	max    int // maxTarget argument; 0 means default
 	want   error
 }{
+	// Percent-encoding is never sent by the go command: every spelling of
+	// a resource but the canonical one is refused.
+	{name: "encoded at marker", target: "/golang.org/x/mod/%40v/list", want: ErrMalformed},
+	{name: "encoded letter", target: "/golang.org/x/m%6Fd/@v/list", want: ErrMalformed},
+	{name: "encoded dot before the extension", target: "/golang.org/x/mod/@v/v0.22.0%2Einfo", want: ErrMalformed},
+	{name: "encoded at marker of a mod", target: "/github.com/stretchr/testify/%40v/v1.9.0.mod", want: ErrMalformed},
+	{name: "encoded bang in lower-case hex", target: "/github.com/%21burnt/toml/@v/v1.3.2.mod%2e", want: ErrMalformed},
+	{name: "encoded exclamation the other way", target: "/github.com/%2521burnt/toml/@v/list", want: ErrMalformed},
+	{name: "encoded unreserved bytes", target: "/golang.org/x/tex%74/%40v/v0%2E3.8.zip", want: ErrMalformed},
+	{name: "encoded sumdb lookup", target: "/sumdb/sum.golang.org/lookup/golang.org/x/mod%40v0.22.0", want: ErrMalformed},
+	{name: "encoded sumdb tile", target: "/sumdb/sum.golang.org/tile/8/0/%30%30%31", want: ErrMalformed},
+	{name: "encoded sumdb name", target: "/sumdb/sum.golang%2Eorg/latest", want: ErrMalformed},
 	// Methods.
 	{name: "POST", method: "POST", target: "/golang.org/x/text/@v/list", want: ErrMethod},
 	{name: "PUT", method: "PUT", target: "/golang.org/x/text/@v/v0.3.8.zip", want: ErrMethod},

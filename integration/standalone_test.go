@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -45,6 +46,27 @@ private: ["corp.example"]
 sumdb: [%s]
 sumdb_key: %s
 `, public.SumDB, public.VerifierKey)
+}
+
+// clientEnv runs modgate client-env for a gateway with config at url and
+// returns the variables its go env -w line sets.
+func clientEnv(t *testing.T, config, url string) []string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "modgate.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(modgateBin, "client-env", "--config", path, "--gateway", url)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "GOENV=off"}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("modgate client-env: %v", err)
+	}
+	fields := strings.Fields(string(out))
+	if len(fields) < 4 || strings.Join(fields[:3], " ") != "go env -w" {
+		t.Fatalf("modgate client-env printed %q, want a go env -w line", out)
+	}
+	return fields[3:]
 }
 
 // noPrivateRequests fails t if the public upstream ever saw a private path.
@@ -150,6 +172,31 @@ func TestGoCommandThroughGateway(t *testing.T) {
 		}
 		if private.Count("/corp.example/private/@v/v1.0.0.zip") != 1 {
 			t.Errorf("private upstream requests = %q, want the zip once", private.Requests())
+		}
+		noPrivateRequests(t, public)
+	})
+
+	t.Run("go get of a package inside a private module", func(t *testing.T) {
+		// The go command asks for corp.example/private/pkg as a module
+		// first: the private upstream's 404 must reach it as a 404, or the
+		// whole query fails. The client is configured as modgate client-env
+		// says: modgate alone in GOPROXY, the private patterns in GONOSUMDB.
+		env := append(testproxy.GoEnv(t, g.URL, public.VerifierKey), clientEnv(t, gatewayConfig(public, private), g.URL)...)
+		if !slices.Contains(env, "GONOSUMDB=corp.example") {
+			t.Fatalf("modgate client-env gave %q, want GONOSUMDB=corp.example", env)
+		}
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.net/client\n\ngo 1.21\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, stderr, err := testproxy.RunGo(t, dir, env, "get", "corp.example/private/pkg@v1.0.0"); err != nil {
+			t.Fatalf("go get of a private package path: %v\n%s\n%s", err, out, stderr)
+		}
+		if gomod := readFile(t, filepath.Join(dir, "go.mod")); !strings.Contains(gomod, "corp.example/private v1.0.0") {
+			t.Errorf("go.mod after go get:\n%s", gomod)
+		}
+		if private.Count("/corp.example/private/pkg/@v/v1.0.0.info") != 1 {
+			t.Errorf("private upstream requests = %q, want the package path probed once", private.Requests())
 		}
 		noPrivateRequests(t, public)
 	})

@@ -96,9 +96,17 @@ type fileConfig struct {
 	// private upstreams may see. Default: the patterns in `go env`
 	// GOPRIVATE, GONOPROXY and GONOSUMDB. An explicit empty list means none.
 	Private []string `yaml:"private"`
-	// PassPrivateNotFound lets a private upstream's 404/410 reach clients.
-	// Default false: it becomes a 403 so clients do not ask other proxies.
-	PassPrivateNotFound bool `yaml:"pass_private_not_found"`
+	// PrivateNotFound says what a client gets when the private upstreams
+	// do not have a private path: "pass" (the default) passes their
+	// 404/410, which the go command needs to probe the module path
+	// prefixes of a package path (go get corp.example/mod/pkg); "refuse"
+	// answers 403 instead, for clients whose GOPROXY lists other proxies
+	// after modgate (a 404 would send them the private path), at the price
+	// of go get of private package paths.
+	PrivateNotFound string `yaml:"private_not_found"`
+	// PassPrivateNotFound is the older spelling: false is "refuse", true
+	// is "pass". Unset, private_not_found decides.
+	PassPrivateNotFound *bool `yaml:"pass_private_not_found"`
 	// SumDB lists the checksum database names served under /sumdb/.
 	// Default: the name in `go env GOSUMDB` (none if it is "off").
 	SumDB []string `yaml:"sumdb"`
@@ -335,6 +343,26 @@ func loadConfig(path string) (*fileConfig, error) {
 
 // check validates the fields that are not checked by the constructors they
 // feed.
+// refusePrivateNotFound reports whether a private 404/410 becomes a 403,
+// from private_not_found or, if only it is set, pass_private_not_found.
+func (c *fileConfig) refusePrivateNotFound() (bool, error) {
+	var refuse bool
+	switch c.PrivateNotFound {
+	case "", "pass":
+	case "refuse":
+		refuse = true
+	default:
+		return false, fmt.Errorf("private_not_found: %q: want pass or refuse", c.PrivateNotFound)
+	}
+	if p := c.PassPrivateNotFound; p != nil {
+		if c.PrivateNotFound != "" && *p == refuse {
+			return false, fmt.Errorf("pass_private_not_found: %v contradicts private_not_found: %s; set only private_not_found", *p, c.PrivateNotFound)
+		}
+		refuse = !*p
+	}
+	return refuse, nil
+}
+
 func (c *fileConfig) check() error {
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		return errors.New("tls: cert and key go together")
@@ -350,6 +378,9 @@ func (c *fileConfig) check() error {
 	}
 	if c.XDS.BlobTLS.Cert != "" && c.XDS.BlobTLS.SAN == "" && blobHost(c.XDS.BlobAddr) == "" {
 		return fmt.Errorf("xds.blob_tls.san: not set, and xds.blob_addr %q has no host to take it from", c.XDS.BlobAddr)
+	}
+	if _, err := c.refusePrivateNotFound(); err != nil {
+		return err
 	}
 	if c.SumDBURL != "" {
 		if _, err := upstream.Parse("sumdb_url", c.SumDBURL, false); err != nil {

@@ -80,6 +80,8 @@ func TestLoadConfigErrorsNameTheField(t *testing.T) {
 		{"blob tls san without a blob host", "xds:\n  blob_addr: nohost\n  blob_tls: {cert: c.pem, key: k.pem, ca: ca.pem}\n", "xds.blob_tls.san"},
 		{"sumdb url not http", "sumdb_url: ftp://sum.example.test\n", "sumdb_url"},
 		{"sumdb url without host", "sumdb_url: https:///sumdb\n", "sumdb_url"},
+		{"private not found value", "private_not_found: 404\n", "private_not_found"},
+		{"private not found contradicted", "private_not_found: pass\npass_private_not_found: false\n", "pass_private_not_found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -88,6 +90,33 @@ func TestLoadConfigErrorsNameTheField(t *testing.T) {
 				t.Errorf("loadConfig(%q) = %v, want an error naming %q", tt.text, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestPrivateNotFound(t *testing.T) {
+	tests := []struct {
+		text   string
+		refuse bool
+	}{
+		{"", false},
+		{"private_not_found: pass\n", false},
+		{"private_not_found: refuse\n", true},
+		{"pass_private_not_found: false\n", true}, // the older spelling keeps working
+		{"pass_private_not_found: true\n", false},
+		{"private_not_found: refuse\npass_private_not_found: false\n", true},
+	}
+	for _, tt := range tests {
+		path := filepath.Join(t.TempDir(), "modgate.yaml")
+		if err := os.WriteFile(path, []byte(tt.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := loadConfig(path)
+		if err != nil {
+			t.Fatalf("loadConfig(%q): %v", tt.text, err)
+		}
+		if got, err := cfg.refusePrivateNotFound(); err != nil || got != tt.refuse {
+			t.Errorf("refusePrivateNotFound(%q) = %v, %v; want %v", tt.text, got, err, tt.refuse)
+		}
 	}
 }
 

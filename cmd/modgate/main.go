@@ -32,6 +32,7 @@ var commands = []command{
 	{"xds", "run the control plane alone: upstream clusters for the gateway Envoy over ADS", xdsCmd},
 	{"cache", "show cache statistics or purge a module from a running gateway", cacheCmd},
 	{"ledger", "list or verify the private-module checksum ledger", ledgerCmd},
+	{"client-env", "print the go env -w line that points a go command at this gateway", clientEnvCmd},
 	{"certs", "create a development CA and mesh certificates", certsCmd},
 	{"audit", "verify the hash chain of audit files", auditCmd},
 	{"redirect", "attach, detach or inspect the eBPF transparent redirect (root)", redirectCmd},

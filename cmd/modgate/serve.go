@@ -349,18 +349,19 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		g.close()
 		return nil, err
 	}
+	refusePrivNotFound, _ := cfg.refusePrivateNotFound() // checked with the config
 	opts := gate.Options{
-		Policy:              pol,
-		Upstreams:           g.health,
-		Health:              g.health,
-		Cache:               g.cache,
-		Verifier:            g.verifier,
-		Observer:            g.metrics,
-		Tracer:              g.tracer(),
-		Audit:               g.audit,
-		MaxTarget:           cfg.Limits.MaxTargetBytes,
-		PassPrivateNotFound: cfg.PassPrivateNotFound,
-		Logger:              log,
+		Policy:                pol,
+		Upstreams:             g.health,
+		Health:                g.health,
+		Cache:                 g.cache,
+		Verifier:              g.verifier,
+		Observer:              g.metrics,
+		Tracer:                g.tracer(),
+		Audit:                 g.audit,
+		MaxTarget:             cfg.Limits.MaxTargetBytes,
+		RefusePrivateNotFound: refusePrivNotFound,
+		Logger:                log,
 	}
 	if bud != nil {
 		opts.Budget = bud // a nil *budget.Budget would be a non-nil interface

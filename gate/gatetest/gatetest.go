@@ -120,7 +120,7 @@ type setup struct {
 	deadPublic bool    // a public upstream before the others that refuses connections
 	route      int     // the public upstream Envoy's route uses (mesh)
 	noPrivate  bool
-	passPriv   bool
+	refusePriv bool
 	tamper     map[string][]byte // module path → body, served by every public upstream
 	delay      time.Duration     // every public module request waits this long
 	drained    bool              // after before, every upstream is drained (configured, none healthy)
@@ -198,6 +198,10 @@ func rows() []row {
 			want: want{status: 400, cache: "bypass", decision: "reject", rule: "grammar", saw: one("pub0", 0)}},
 		{name: "public not found", target: "/example.com/nope/@v/list",
 			want: want{status: 404, body: "not found", cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 1)}},
+		{name: "percent-encoded at marker", target: "/example.com/a/%40v/list",
+			want: want{status: 400, body: "percent-encoding", cache: "bypass", decision: "reject", rule: "grammar"}},
+		{name: "percent-encoded letter", target: "/example.com/%61/@v/v1.0.0.mod",
+			want: want{status: 400, body: "percent-encoding", cache: "bypass", decision: "reject", rule: "grammar"}},
 		{name: "grammar reject", target: "/example.com/a/@v/v1.0.0/../../x",
 			want: want{status: 400, cache: "bypass", decision: "reject", rule: "grammar"}},
 		{name: "no endpoint", target: "/favicon.ico",
@@ -242,10 +246,14 @@ func rows() []row {
 			want: want{status: 200, cache: "miss", decision: "forward", upstream: "priv0", saw: map[string]int{"priv0": 1, "pub0": 0}}},
 		{name: "private mod in the ledger", target: "/corp.example/private/@v/v1.0.0.mod",
 			want: want{status: 200, cache: "miss", decision: "forward", upstream: "priv0", verified: "ledger", saw: map[string]int{"priv0": 1, "pub0": 0}}},
-		{name: "private not found is 403", target: "/corp.example/nope/@v/list",
-			want: want{status: 403, cache: "miss", decision: "deny", rule: "private-not-found", upstream: "priv0", saw: map[string]int{"priv0": 1, "pub0": 0}}},
-		{name: "private not found passed", target: "/corp.example/nope/@v/list", setup: setup{passPriv: true},
+		{name: "private not found is 404", target: "/corp.example/nope/@v/list",
+			want: want{status: 404, body: "not found", cache: "miss", decision: "forward", upstream: "priv0", saw: map[string]int{"priv0": 1, "pub0": 0}}},
+		{name: "private package path probe is 404", target: "/corp.example/private/pkg/sub/@v/v1.0.0.info",
 			want: want{status: 404, cache: "miss", decision: "forward", upstream: "priv0", saw: map[string]int{"priv0": 1, "pub0": 0}}},
+		{name: "private not found refused", target: "/corp.example/nope/@v/list", setup: setup{refusePriv: true},
+			want: want{status: 403, cache: "miss", decision: "deny", rule: "private-not-found", upstream: "priv0", saw: map[string]int{"priv0": 1, "pub0": 0}}},
+		{name: "private negative hit refused", target: "/corp.example/nope/@v/list", before: []string{"/corp.example/nope/@v/list"}, setup: setup{refusePriv: true},
+			want: want{status: 403, cache: "negative", decision: "deny", rule: "private-not-found", saw: map[string]int{"priv0": 1, "pub0": 0}}},
 		{name: "private without upstream", target: "/corp.example/private/@v/list", setup: setup{noPrivate: true},
 			want: want{status: 403, cache: "bypass", decision: "deny", rule: "private-no-upstream", saw: one("pub0", 0)}},
 		{name: "sumdb supported", target: "/sumdb/" + sumdbName + "/supported",
@@ -566,7 +574,7 @@ func start(t *testing.T, fe FrontEnd, s setup, mods []*testproxy.Module) *harnes
 	t.Cleanup(func() { v.Close() })
 	proc, err := gate.New(gate.Options{
 		Policy: pol, Upstreams: set, Cache: c, Verifier: v, Audit: aw, Logger: log, Now: h.clock.Now, Health: h.health,
-		PassPrivateNotFound: s.passPriv,
+		RefusePrivateNotFound: s.refusePriv,
 	})
 	if err != nil {
 		t.Fatal(err)
