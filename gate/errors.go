@@ -115,8 +115,9 @@ func (e *overBudget) Error() string {
 // 404 or 410, no answer, or an answer over the limits.
 type upstreamError struct {
 	upstream string
-	status   int   // the upstream's status, or 0
-	err      error // what went wrong, if not a status
+	status   int    // the upstream's status, or 0
+	err      error  // what went wrong, if not a status
+	detail   string // the first line of its answer's body, cleaned
 	timeout  bool
 }
 
@@ -131,7 +132,11 @@ func (e *upstreamError) Error() string {
 	case e.err != nil:
 		return name + ": " + e.err.Error()
 	}
-	return fmt.Sprintf("%s answered %d %s", name, e.status, http.StatusText(e.status))
+	msg := fmt.Sprintf("%s answered %d %s", name, e.status, http.StatusText(e.status))
+	if e.detail != "" {
+		msg += ": " + e.detail
+	}
+	return msg
 }
 
 func (e *upstreamError) Unwrap() error { return e.err }

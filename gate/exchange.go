@@ -229,12 +229,24 @@ func (x *Exchange) RequestHeaders(ctx context.Context, method, target string) De
 	return x.reject(ctx, fmt.Errorf("cache entry for %s vanished three times while being filled", key))
 }
 
-// candidates returns the upstreams a miss on the route may ask, or the
-// upstream error that answers it when there are none: none configured
+// candidates returns the upstreams a miss on the route may ask for the
+// module (those whose patterns claim it, else those without patterns), or
+// the upstream error that answers it when there are none: none configured
 // (502), or all drained (503, never a 404).
 func (x *Exchange) candidates(private bool) ([]*upstream.Upstream, error) {
-	if c := x.p.upstreams.Candidates(private); len(c) > 0 {
+	all := x.p.upstreams.Candidates(private)
+	var c []*upstream.Upstream
+	for _, u := range all {
+		if upstream.Serves(u, x.req.Module, all) {
+			c = append(c, u)
+		}
+	}
+	switch {
+	case len(c) > 0:
 		return c, nil
+	case len(all) > 0:
+		// Upstreams are up, but their patterns give this module to none.
+		return nil, &denial{rule: "private-no-upstream", reason: fmt.Sprintf("no %s upstream serves %s", x.route, x.req.Module)}
 	}
 	if !x.p.upstreams.Configured(private) {
 		return nil, &upstreamError{err: fmt.Errorf("no %s upstream is configured", x.route)}

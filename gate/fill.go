@@ -42,7 +42,8 @@ type Fill struct {
 	w        *cache.Writer
 	limit    int64
 	status   int    // being stored: 200, or 404/410
-	excerpt  []byte // of a 404/410 body
+	excerpt  []byte // of a 404/410 body, or of the last failure's
+	quote    bool   // the excerpt is of the last failure, to quote it
 	landed   bool
 	result   FillResult
 	mark     time.Time // when the current upstream was asked
@@ -179,7 +180,15 @@ func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.H
 	// Any answer below 500 is alive, as for the prober: the upstream
 	// refused (403) or throttled (429) this request, it is not down.
 	f.report(u.Name, status < 500)
-	return f.fail(ctx, last, &upstreamError{upstream: u.Name, status: status})
+	ue := &upstreamError{upstream: u.Name, status: status}
+	if !last {
+		return f.fail(ctx, last, ue)
+	}
+	// The last answer: read the start of its body to quote the upstream's
+	// words to the client (a VCS origin says why the Git host refused).
+	f.failure, f.quote = ue, true
+	f.limit = MaxExcerptBytes
+	return Response{Action: Store, Limit: MaxExcerptBytes, Excerpt: true}
 }
 
 // report passes a passive health signal on, if anyone listens.
@@ -219,7 +228,7 @@ var errOverLimit = errors.New("body over the limit")
 // that honour it.
 func (f *Fill) ResponseBody(ctx context.Context, chunk []byte) error {
 	if f.w == nil {
-		if f.status == 0 {
+		if f.status == 0 && !f.quote {
 			return errors.New("gate: body without a Store decision")
 		}
 		room := int(f.limit) - len(f.excerpt)
@@ -276,6 +285,12 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 		res.entry = e
 	case f.status != 0:
 		res.entry = f.storeNegative(ctx)
+	case f.quote:
+		ue := *f.failure.(*upstreamError)
+		if lines := splitLines(string(f.excerpt)); len(lines) > 0 {
+			ue.detail = lines[0]
+		}
+		res.err = &ue
 	case f.failure != nil:
 		res.err = f.failure
 	default:

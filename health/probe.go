@@ -43,6 +43,9 @@ func (r *Registry) Probe(ctx context.Context, pc ProbeConfig) {
 	all := append(set.Public, set.Private...)
 	var wg sync.WaitGroup
 	for _, u := range all {
+		if u.URL != nil && u.URL.Host == upstream.InProcessHost {
+			continue // in this process: there is no connection to lose
+		}
 		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(ctx, pc.Timeout)
 			defer cancel()

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -210,5 +212,112 @@ func TestReloadUpstreams(t *testing.T) {
 	}
 	if code, _ := get(t, g.URL+"/corp.example/private/@v/v1.0.0.info"); code != 200 {
 		t.Errorf("private module after the broken reload = %d, want 200", code)
+	}
+}
+
+// TestRejectedVersionIsNotResent runs two xDS clients that cannot accept
+// the first snapshot version: one rejects its clusters (CDS), the other
+// its endpoints (EDS). For 5 s each NACKs every copy of that version it
+// gets. Each must get it at most twice (the first send, and at most one
+// more), modgate must stay near idle meanwhile, and each rejection must be
+// logged, audited and counted once. When the next version comes (a
+// private upstream drains), both get it, and accept it.
+func TestRejectedVersionIsNotResent(t *testing.T) {
+	public := httptest.NewServer(http.NotFoundHandler())
+	defer public.Close()
+	var failing atomic.Bool
+	private := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			http.Error(w, "down", http.StatusInternalServerError)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer private.Close()
+	g := startModgate(t, fmt.Sprintf(`
+upstreams:
+  - {name: public, url: %s}
+  - {name: corp, url: %s, private: true}
+private: [corp.example]
+sumdb_key: "off"
+health: {interval: 100ms, timeout: 1s}
+`, public.URL, private.URL))
+
+	const window = 5 * time.Second
+	clients := []struct {
+		name, typ string
+		c         *adsRejecter
+	}{
+		{name: "cds", typ: resource.ClusterType},
+		{name: "eds", typ: resource.EndpointType},
+	}
+	for i := range clients {
+		clients[i].c = startRejecter(t, g.XDS, "modgate-gateway", clients[i].typ)
+	}
+	for _, cl := range clients {
+		if !cl.c.waitFor(10*time.Second, func(c *adsRejecter) bool { return c.rejected != "" }) {
+			t.Fatalf("%s client: nothing to reject within 10s; log:\n%s", cl.name, g.logText())
+		}
+	}
+	pid := g.cmd.Process.Pid
+	cpu0 := procCPU(t, pid)
+	time.Sleep(window)
+	cpu := procCPU(t, pid) - cpu0
+	t.Logf("modgate used %v of CPU in the %v two clients rejected a version", cpu, window)
+	if cpu > window/5 {
+		t.Errorf("modgate used %v of CPU in %v while clients rejected a version, want it near idle", cpu, window)
+	}
+	for _, cl := range clients {
+		v := cl.c.rejected
+		n := cl.c.count(cl.typ, v)
+		t.Logf("%s client got the version it rejected (%s) %d times in %v", cl.name, v, n, window)
+		if n > 2 {
+			t.Errorf("%s client got version %s, which it rejected, %d times in %v; want at most 2", cl.name, v, n, window)
+		}
+	}
+
+	// The next version reaches both, and they accept it.
+	failing.Store(true)
+	for _, cl := range clients {
+		next := func(c *adsRejecter) bool { a := c.acked[cl.typ]; return a != "" && a != c.rejected }
+		if !cl.c.waitFor(10*time.Second, next) {
+			t.Errorf("%s client: no version after %s within 10s of a drain; log:\n%s", cl.name, cl.c.rejected, g.logText())
+		}
+	}
+
+	// Each rejection is logged once, audited once, and counted.
+	var lines []string
+	for _, line := range strings.Split(g.logText(), "\n") {
+		if strings.Contains(line, "rejected (NACK)") {
+			lines = append(lines, line)
+		}
+	}
+	evs := g.waitEvents(t, 1)
+	samples := scrape(t, g.Admin)
+	for _, cl := range clients {
+		logged := 0
+		for _, line := range lines {
+			if strings.Contains(line, "type="+cl.name+" ") {
+				logged++
+			}
+		}
+		if logged != 1 {
+			t.Errorf("%s rejection logged %d times, want once; NACK lines:\n%s", cl.name, logged, strings.Join(lines, "\n"))
+		}
+		audited := 0
+		for _, e := range evs {
+			if e.Event.Action == "xds-nack" && strings.Contains(e.Event.Reason, cl.typ) {
+				audited++
+				if e.Event.Outcome != audit.OutcomeFailure || !strings.Contains(e.Event.Reason, "test client: cannot accept") || e.Source == nil {
+					t.Errorf("%s rejection audited as %+v (source %+v), want a failure with the client's error detail and address", cl.name, e.Event, e.Source)
+				}
+			}
+		}
+		if audited != 1 {
+			t.Errorf("%s rejection audited %d times, want once", cl.name, audited)
+		}
+		if n := sum(samples, `^modgate_xds_nacks_total\{type="`+cl.name+`"\}$`); n < 1 || n > 2 {
+			t.Errorf("modgate_xds_nacks_total{type=%q} = %v, want 1 or 2", cl.name, n)
+		}
 	}
 }

@@ -1,7 +1,7 @@
 // Package metrics holds modgate's Prometheus metrics: what the processor,
-// the fills, the ext_proc server and the health registry report, and
-// collectors that read the cache's and the audit queue's own counters at
-// scrape time. All names start with modgate_. A Metrics is safe for
+// the fills, the ext_proc server, the xDS server and the health registry
+// report, and collectors that read the cache's and the audit queue's own
+// counters at scrape time. All names start with modgate_. A Metrics is safe for
 // concurrent use; a nil *Metrics is not (give the packages nil interfaces
 // instead).
 package metrics
@@ -31,6 +31,7 @@ type Metrics struct {
 	extprocStreams  *prometheus.CounterVec
 	extprocActive   prometheus.Gauge
 	extprocPhase    *prometheus.HistogramVec
+	xdsNacks        *prometheus.CounterVec
 }
 
 // New returns the metrics, registered with the Go runtime's and the
@@ -72,8 +73,12 @@ func New() *Metrics {
 		Help:    "Time to answer one ext_proc message, by phase (request_headers, response_headers, response_body).",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .5, 1, 5, 30},
 	}, []string{"phase"})
+	m.xdsNacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "modgate_xds_nacks_total",
+		Help: "NACKs (rejected snapshot versions) the xDS server received, by resource type (cds, eds, lds, rds, sds, …, other). A client is not sent a version it rejected again; each rejection is logged and audited once.",
+	}, []string{"type"})
 	m.reg.MustRegister(m.requests, m.requestDuration, m.upstreamFetch, m.verifications, m.upstreamState,
-		m.extprocStreams, m.extprocActive, m.extprocPhase,
+		m.extprocStreams, m.extprocActive, m.extprocPhase, m.xdsNacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -135,6 +140,11 @@ func (m *Metrics) StreamEnded(ok bool) {
 // Phase records the time to answer one ext_proc message.
 func (m *Metrics) Phase(phase string, d time.Duration) {
 	m.extprocPhase.WithLabelValues(phase).Observe(d.Seconds())
+}
+
+// XDSNack counts one NACK the xDS server received for resource type typ.
+func (m *Metrics) XDSNack(typ string) {
+	m.xdsNacks.WithLabelValues(typ).Inc()
 }
 
 // CacheCollector reads a cache's counters at scrape time.

@@ -23,6 +23,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"golang.org/x/mod/module"
 )
 
 // An Upstream is one GOPROXY-protocol server.
@@ -30,6 +32,27 @@ type Upstream struct {
 	Name    string   // short name for logs, audit and metrics
 	URL     *url.URL // base URL; request paths are appended to its path
 	Private bool     // serves private module paths only
+	// Patterns, if any, are the module paths (GOPRIVATE syntax) this
+	// upstream alone serves: a module matching them goes only to the
+	// upstreams whose patterns match it, never to the others (the VCS
+	// origin for its patterns). Empty: every other module of its route.
+	Patterns []string
+}
+
+// Serves reports whether u is a candidate for the module path among the
+// candidates of its route: an upstream with patterns serves the modules
+// they match; one without serves every module that no candidate's
+// patterns claim.
+func Serves(u *Upstream, path string, candidates []*Upstream) bool {
+	if len(u.Patterns) > 0 {
+		return path != "" && module.MatchPrefixPatterns(strings.Join(u.Patterns, ","), path)
+	}
+	for _, c := range candidates {
+		if len(c.Patterns) > 0 && path != "" && module.MatchPrefixPatterns(strings.Join(c.Patterns, ","), path) {
+			return false
+		}
+	}
+	return true
 }
 
 // Parse returns the Upstream for a base URL such as "https://proxy.example/".
@@ -91,6 +114,10 @@ type ClientOptions struct {
 	Mark uint32
 	// Transport replaces the default transport (tests).
 	Transport http.RoundTripper
+	// InProcess serves the upstreams whose URL has one of its hosts (such
+	// as InProcessHost) with its handler, in this process, with no socket:
+	// the VCS origin in standalone mode. Default: none.
+	InProcess map[string]http.Handler
 }
 
 // A Client fetches from upstreams. It is safe for concurrent use.
@@ -125,6 +152,9 @@ func NewClient(opts ClientOptions) *Client {
 			ForceAttemptHTTP2:      true,
 			MaxResponseHeaderBytes: 64 << 10,
 		}
+	}
+	if len(opts.InProcess) > 0 {
+		rt = &inProcess{handlers: opts.InProcess, next: rt}
 	}
 	maxRedirects := opts.MaxRedirects
 	return &Client{hc: &http.Client{

@@ -90,7 +90,7 @@ func publicCluster(u *upstream.Upstream) (*clusterv3.Cluster, error) {
 	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_LOGICAL_DNS}
 	c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
 		ClusterName: ClusterPublic,
-		Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(host, port, corev3.HealthStatus_UNKNOWN)}}},
+		Endpoints:   []*endpointv3.LocalityLbEndpoints{locality(lbEndpoint(host, port, corev3.HealthStatus_UNKNOWN))},
 	}
 	if err := withTLS(c, u, host); err != nil {
 		return nil, err
@@ -134,7 +134,7 @@ func privateEndpoints(eps []endpoint) (*endpointv3.ClusterLoadAssignment, error)
 		lbs = append(lbs, lbEndpoint(host, port, e.status))
 	}
 	if len(lbs) > 0 {
-		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}
+		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{locality(lbs...)}
 	}
 	return cla, nil
 }
@@ -154,7 +154,7 @@ func blobCluster(addr string, tc *BlobTLS) (*clusterv3.Cluster, error) {
 	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
 	c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
 		ClusterName: ClusterBlob,
-		Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(host, uint32(p), corev3.HealthStatus_UNKNOWN)}}},
+		Endpoints:   []*endpointv3.LocalityLbEndpoints{locality(lbEndpoint(host, uint32(p), corev3.HealthStatus_UNKNOWN))},
 	}
 	if tc == nil {
 		return c, nil
@@ -195,6 +195,20 @@ func sanMatcher(san string) *tlsv3.SubjectAltNameMatcher {
 		m.SanType = tlsv3.SubjectAltNameMatcher_IP_ADDRESS
 	}
 	return m
+}
+
+// locality groups endpoints in one locality, named explicitly (empty: we
+// have no zones) with load_balancing_weight 1. Envoy ignores both unless
+// a cluster asks for locality-weighted balancing; grpc-go's xDS client
+// rejects a whole assignment with a locality that has no locality field
+// ("EDS response contains a locality without ID") and drops localities of
+// weight 0, the protobuf default.
+func locality(lbs ...*endpointv3.LbEndpoint) *endpointv3.LocalityLbEndpoints {
+	return &endpointv3.LocalityLbEndpoints{
+		Locality:            &corev3.Locality{},
+		LoadBalancingWeight: wrapperspb.UInt32(1),
+		LbEndpoints:         lbs,
+	}
 }
 
 func lbEndpoint(host string, port uint32, status corev3.HealthStatus) *endpointv3.LbEndpoint {

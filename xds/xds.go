@@ -14,10 +14,23 @@
 //     gateway's client certificate, the sidecar's CA and SAN) when
 //     Options.BlobTLS is set.
 //
+// Every group of endpoints (EDS, and the DNS clusters' own) has an
+// explicit locality (empty: there are no zones) and weight 1: Envoy
+// ignores both without locality-weighted balancing, and grpc-go's xDS
+// client rejects an EDS assignment without a locality and drops a
+// locality of weight 0.
+//
 // Every resource passes envoy.ValidateResource and every snapshot is
-// Consistent() before it is set: go-control-plane re-sends a version Envoy
-// NACKed straight away, so one bad resource would become a tight NACK
-// loop. NACKs are logged and survived.
+// Consistent() before it is set, which makes a NACK unlikely, not
+// impossible (a client may be older than our protos, or, like grpc-go,
+// support fewer cluster types than Envoy). A client that rejects (NACKs)
+// a version is not sent that version again: it gets the next one, when
+// the snapshot changes. Each rejection is logged and audited once (action
+// xds-nack) per client, type and version, and every NACK is counted.
+//
+// Clients may subscribe to every cluster (Envoy's wildcard CDS) or name
+// the clusters and endpoints they want (grpc-go): a named subscription is
+// answered with the resources named.
 package xds
 
 import (
@@ -25,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -64,6 +78,11 @@ type Options struct {
 	BlobTLS *BlobTLS
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
+	// Auditor records each rejected version (action xds-nack) once per
+	// client, type and version. Default nil: rejections are only logged.
+	Auditor Auditor
+	// Observer counts NACKs. Default nil: not counted.
+	Observer Observer
 }
 
 // A Server publishes snapshots over ADS.
@@ -72,6 +91,7 @@ type Server struct {
 	log   *slog.Logger
 	cache cachev3.SnapshotCache
 	ads   serverv3.Server
+	nacks *rejections
 
 	mu      sync.Mutex
 	version int
@@ -95,15 +115,27 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{opts: opts, log: opts.Logger}
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, logAdapter{opts.Logger})
+	s := &Server{opts: opts, log: opts.Logger, nacks: newRejections(opts.Logger, opts.Auditor, opts.Observer)}
+	// Not the cache's ADS mode: in it, SnapshotCache.respond answers a
+	// request that names resources only if it names every resource of
+	// its type in the snapshot, so a client that subscribes to the one
+	// cluster it routes to (grpc-go does) is never answered. That rule
+	// predates the subscription tracking of go-control-plane v0.14, which
+	// answers a named subset at the snapshot's version and answers again,
+	// at the same version, when the client names a resource it has not
+	// been sent yet: so a client that names part of a type's resources
+	// first and the rest later (Envoy's EDS while clusters warm) still
+	// ends up with a consistent set. The mode's other effect, ordering
+	// the watches it answers on SetSnapshot, is lost anyway in the
+	// server's non-ordered ADS loop, which selects among the per-type
+	// response channels at random. Both modes answer a wildcard
+	// subscription (Envoy's CDS) with every resource.
+	s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, logAdapter{opts.Logger})
 	s.ads = serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
-		StreamRequestFunc: func(id int64, req *discoverygrpc.DiscoveryRequest) error {
-			if d := req.GetErrorDetail(); d != nil {
-				s.log.Warn("xds: Envoy rejected a snapshot (NACK)", "node", req.GetNode().GetId(), "type", req.GetTypeUrl(), "version", req.GetVersionInfo(), "error", d.GetMessage())
-			}
-			return nil
-		},
+		StreamOpenFunc:     s.nacks.OnStreamOpen,
+		StreamClosedFunc:   s.nacks.OnStreamClosed,
+		StreamRequestFunc:  s.nacks.OnStreamRequest,
+		StreamResponseFunc: s.nacks.OnStreamResponse,
 	})
 	return s, nil
 }
@@ -128,6 +160,7 @@ func (s *Server) Publish(ctx context.Context) error {
 	}
 	s.version++
 	s.last = snap
+	s.nacks.published(snap.GetVersion(resource.ClusterType))
 	s.log.Info("xds: snapshot published", "version", s.version, "node", s.opts.NodeID)
 	return nil
 }
@@ -216,12 +249,17 @@ func Build(version string, reg *health.Registry, blob Blob) (*cachev3.Snapshot, 
 	if err != nil {
 		return nil, err
 	}
-	privC, err := privateCluster(set.Private)
+	// Upstreams served inside modgate (the VCS origin in standalone mode)
+	// are nothing Envoy could reach.
+	private := slices.DeleteFunc(slices.Clone(set.Private), func(u *upstream.Upstream) bool {
+		return u.URL != nil && u.URL.Host == upstream.InProcessHost
+	})
+	privC, err := privateCluster(private)
 	if err != nil {
 		return nil, err
 	}
 	var eps []endpoint
-	for _, u := range set.Private {
+	for _, u := range private {
 		switch reg.State(u.Name) {
 		case health.Healthy:
 			eps = append(eps, endpoint{u, corev3.HealthStatus_HEALTHY})

@@ -359,3 +359,27 @@ func TestBlobCluster(t *testing.T) {
 		})
 	}
 }
+
+// An upstream served inside modgate (the VCS origin in standalone mode) is
+// nothing Envoy could reach: it is left out of upstream_private, and the
+// snapshot is still built.
+func TestBuildLeavesOutInProcessUpstreams(t *testing.T) {
+	p, _ := upstream.Parse("pub", "https://proxy.example", false)
+	vcs, _ := upstream.Parse("vcs", "http://"+upstream.InProcessHost, true)
+	corp, _ := upstream.Parse("corp", "http://10.1.2.3:8081", true)
+	reg := health.New(&upstream.Set{Public: []*upstream.Upstream{p}, Private: []*upstream.Upstream{vcs, corp}}, health.Config{Logger: slog.New(slog.DiscardHandler)})
+	snap, err := Build("1", reg, Blob{Addr: DefaultBlobAddr})
+	if err != nil {
+		t.Fatalf("Build with an in-process upstream: %v", err)
+	}
+	cla := snap.GetResources(resource.EndpointType)[ClusterPrivate].(*endpointv3.ClusterLoadAssignment)
+	var addrs []string
+	for _, l := range cla.GetEndpoints() {
+		for _, e := range l.GetLbEndpoints() {
+			addrs = append(addrs, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
+		}
+	}
+	if len(addrs) != 1 || addrs[0] != "10.1.2.3" {
+		t.Errorf("upstream_private endpoints = %q, want only 10.1.2.3", addrs)
+	}
+}

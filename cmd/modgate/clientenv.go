@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"slices"
 	"strings"
 )
 
@@ -67,15 +66,7 @@ func clientEnvCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // clientEnvLine is the go env -w line for a client of the gateway at url
 // with the private patterns.
 func clientEnvLine(gateway string, patterns []string) string {
-	var ps []string
-	for _, p := range patterns {
-		for q := range strings.SplitSeq(p, ",") {
-			if q = strings.TrimSpace(q); q != "" && !slices.Contains(ps, q) {
-				ps = append(ps, q)
-			}
-		}
-	}
-	return fmt.Sprintf("go env -w GOPROXY=%s GONOSUMDB=%s GOPRIVATE= GONOPROXY=", gateway, strings.Join(ps, ","))
+	return fmt.Sprintf("go env -w GOPROXY=%s GONOSUMDB=%s GOPRIVATE= GONOPROXY=", gateway, strings.Join(splitPatterns(patterns), ","))
 }
 
 // listenerURL is the GOPROXY listener's URL from the config, for clients

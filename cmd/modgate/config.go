@@ -12,10 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"golang.org/x/mod/module"
 	"golang.org/x/mod/sumdb/note"
 	"gopkg.in/yaml.v3"
 
@@ -96,6 +98,10 @@ type fileConfig struct {
 	// private upstreams may see. Default: the patterns in `go env`
 	// GOPRIVATE, GONOPROXY and GONOSUMDB. An explicit empty list means none.
 	Private []string `yaml:"private"`
+	// VCS makes modgate the origin of private modules that live in Git:
+	// requests for modules matching vcs.patterns are filled by running the
+	// go command against their repositories. Default: none (absent).
+	VCS *vcsConfig `yaml:"vcs"`
 	// PrivateNotFound says what a client gets when the private upstreams
 	// do not have a private path: "pass" (the default) passes their
 	// 404/410, which the go command needs to probe the module path
@@ -284,6 +290,94 @@ type limitsConfig struct {
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 }
 
+// vcsConfig is the vcs: section: the VCS origin and its fetcher.
+type vcsConfig struct {
+	// Patterns (GOPRIVATE syntax) are the module paths fetched from their
+	// repositories. Each must also be a private pattern: a public path is
+	// never fetched from VCS. Default: every private pattern.
+	Patterns []string `yaml:"patterns"`
+	// Netrc is a file of credentials for HTTPS Git hosts. Default: none.
+	Netrc string `yaml:"netrc"`
+	// Env are extra KEY=VALUE variables for the fetcher (GIT_SSH_COMMAND,
+	// GOVCS, GOINSECURE for a lab...); nothing else of modgate's own
+	// environment reaches it.
+	Env []string `yaml:"env"`
+	// Go is the go binary the fetcher runs. Default: go on PATH.
+	Go string `yaml:"go"`
+	// Timeout bounds one fetch; its whole process group is killed then.
+	// Default 10m.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxConcurrent bounds the fetches at once. Default 4.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// CacheDir is the fetcher's scratch space (clones, its module cache).
+	// Default: vcs/ in the cache directory.
+	CacheDir string `yaml:"cache_dir"`
+	// MaxCacheBytes bounds CacheDir; the least recently used is evicted.
+	// Default 10GiB.
+	MaxCacheBytes byteSize `yaml:"max_cache_bytes"`
+}
+
+// check checks the section on its own; patterns are checked against the
+// private ones by vcsPatterns.
+func (v *vcsConfig) check() error {
+	if v == nil {
+		return nil
+	}
+	switch {
+	case v.Timeout < 0:
+		return fmt.Errorf("vcs.timeout: %v is negative", v.Timeout)
+	case v.MaxConcurrent < 0:
+		return fmt.Errorf("vcs.max_concurrent: %d is negative", v.MaxConcurrent)
+	case v.MaxCacheBytes < 0:
+		return fmt.Errorf("vcs.max_cache_bytes: %d is negative", v.MaxCacheBytes)
+	}
+	for i, kv := range v.Env {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || strings.ContainsAny(k, " \t\n\x00") {
+			return fmt.Errorf("vcs.env[%d]: %q is not KEY=VALUE", i, kv)
+		}
+	}
+	for i, p := range v.Patterns {
+		if strings.TrimSpace(p) == "" || strings.Contains(p, ",") {
+			return fmt.Errorf("vcs.patterns[%d]: %q is not one pattern", i, p)
+		}
+	}
+	return nil
+}
+
+// vcsPatterns returns the VCS origin's patterns (default: every private
+// pattern), refusing one that no private pattern covers.
+func (c *fileConfig) vcsPatterns(env goEnv) ([]string, error) {
+	private := splitPatterns(c.privatePatterns(env))
+	if c.VCS.Patterns == nil {
+		if len(private) == 0 {
+			return nil, errors.New("vcs: no private patterns (private, or go env GOPRIVATE): the VCS origin would serve nothing")
+		}
+		return private, nil
+	}
+	joined := strings.Join(private, ",")
+	for i, p := range c.VCS.Patterns {
+		if !module.MatchPrefixPatterns(joined, p) {
+			return nil, fmt.Errorf("vcs.patterns[%d]: %q is not a private pattern (private: %q): a public path is never fetched from VCS", i, p, joined)
+		}
+	}
+	return c.VCS.Patterns, nil
+}
+
+// splitPatterns splits comma-separated pattern lists into patterns, once
+// each.
+func splitPatterns(lists []string) []string {
+	var out []string
+	for _, l := range lists {
+		for p := range strings.SplitSeq(l, ",") {
+			if p = strings.TrimSpace(p); p != "" && !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
 // byteSize is a size in bytes, written as a number or with a unit:
 // 512KiB, 256MiB, 10GiB (or KB, MB, GB, TB in powers of 1000).
 type byteSize int64
@@ -382,6 +476,9 @@ func (c *fileConfig) check() error {
 	if _, err := c.refusePrivateNotFound(); err != nil {
 		return err
 	}
+	if err := c.VCS.check(); err != nil {
+		return err
+	}
 	if c.SumDBURL != "" {
 		if _, err := upstream.Parse("sumdb_url", c.SumDBURL, false); err != nil {
 			return fmt.Errorf("sumdb_url: %w", err)
@@ -469,7 +566,8 @@ func readGoEnv(ctx context.Context) (goEnv, error) {
 	return env, nil
 }
 
-// upstreams returns the configured upstreams, or those of GOPROXY.
+// upstreams returns the configured upstreams, or those of GOPROXY, and
+// the VCS origin when the vcs section is present.
 func (c *fileConfig) upstreams(env goEnv) (*upstream.Set, error) {
 	set := new(upstream.Set)
 	seen := map[string]bool{}
@@ -495,7 +593,7 @@ func (c *fileConfig) upstreams(env goEnv) (*upstream.Set, error) {
 				return nil, err
 			}
 		}
-		return set, nil
+		return set, c.withVCS(set, env)
 	}
 	for entry := range strings.FieldsFuncSeq(env.GOPROXY, func(r rune) bool { return r == ',' || r == '|' }) {
 		entry = strings.TrimSpace(entry)
@@ -509,7 +607,35 @@ func (c *fileConfig) upstreams(env goEnv) (*upstream.Set, error) {
 	if len(set.Public) == 0 {
 		return nil, fmt.Errorf("GOPROXY=%q names no proxy (\"direct\" and \"off\" are not upstreams): list upstreams in the config file", env.GOPROXY)
 	}
-	return set, nil
+	return set, c.withVCS(set, env)
+}
+
+// VCSUpstream is the name of the VCS origin as an upstream: in the audit
+// (modgate.upstream), the metrics and the logs.
+const VCSUpstream = "vcs"
+
+// withVCS adds the VCS origin to set as a private upstream for its
+// patterns, reached in this process, when the vcs section is present.
+func (c *fileConfig) withVCS(set *upstream.Set, env goEnv) error {
+	if c.VCS == nil {
+		return nil
+	}
+	patterns, err := c.vcsPatterns(env)
+	if err != nil {
+		return err
+	}
+	for _, u := range append(set.Public, set.Private...) {
+		if u.Name == VCSUpstream {
+			return fmt.Errorf("upstreams: the name %q is the VCS origin's", VCSUpstream)
+		}
+	}
+	u, err := upstream.Parse(VCSUpstream, "http://"+upstream.InProcessHost, true)
+	if err != nil {
+		return err
+	}
+	u.Patterns = patterns
+	set.Private = append(set.Private, u)
+	return nil
 }
 
 // privatePatterns returns the configured private patterns, or those of go env.

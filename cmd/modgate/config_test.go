@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/modgate/modgate/upstream"
 	"github.com/modgate/modgate/verify"
 )
 
@@ -81,6 +82,10 @@ func TestLoadConfigErrorsNameTheField(t *testing.T) {
 		{"sumdb url not http", "sumdb_url: ftp://sum.example.test\n", "sumdb_url"},
 		{"sumdb url without host", "sumdb_url: https:///sumdb\n", "sumdb_url"},
 		{"private not found value", "private_not_found: 404\n", "private_not_found"},
+		{"vcs negative timeout", "vcs:\n  timeout: -1s\n", "vcs.timeout"},
+		{"vcs env not key=value", "vcs:\n  env: [GOINSECURE]\n", "vcs.env[0]"},
+		{"vcs two patterns in one", "vcs:\n  patterns: [\"a.example,b.example\"]\n", "vcs.patterns[0]"},
+		{"vcs unknown field", "vcs:\n  netrc_file: x\n", "netrc_file"},
 		{"private not found contradicted", "private_not_found: pass\npass_private_not_found: false\n", "pass_private_not_found"},
 	}
 	for _, tt := range tests {
@@ -116,6 +121,54 @@ func TestPrivateNotFound(t *testing.T) {
 		}
 		if got, err := cfg.refusePrivateNotFound(); err != nil || got != tt.refuse {
 			t.Errorf("refusePrivateNotFound(%q) = %v, %v; want %v", tt.text, got, err, tt.refuse)
+		}
+	}
+}
+
+func TestVCSUpstream(t *testing.T) {
+	env := goEnv{GOPROXY: "https://proxy.example", GOPRIVATE: "corp.example.com,*.git.corp"}
+	tests := []struct {
+		text     string
+		patterns []string // of the vcs upstream; nil: none
+		err      string
+	}{
+		{text: "", patterns: nil},
+		{text: "vcs: {}\n", patterns: []string{"corp.example.com", "*.git.corp"}},
+		{text: "vcs:\n  patterns: [corp.example.com/team]\n", patterns: []string{"corp.example.com/team"}},
+		{text: "vcs:\n  patterns: [github.com/corp]\n", err: "vcs.patterns[0]"},
+		{text: "private: []\nvcs: {}\n", err: "no private patterns"},
+		{text: "upstreams:\n  - {name: vcs, url: https://x.example}\nvcs: {}\n", err: "VCS origin"},
+	}
+	for _, tt := range tests {
+		path := filepath.Join(t.TempDir(), "modgate.yaml")
+		if err := os.WriteFile(path, []byte(tt.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := loadConfig(path)
+		if err != nil {
+			t.Fatalf("loadConfig(%q): %v", tt.text, err)
+		}
+		set, err := cfg.upstreams(env)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("upstreams(%q) = %v, want an error naming %s", tt.text, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("upstreams(%q): %v", tt.text, err)
+		}
+		var got []string
+		for _, u := range set.Private {
+			if u.Name == VCSUpstream {
+				got = u.Patterns
+				if u.URL.Host != upstream.InProcessHost {
+					t.Errorf("the VCS upstream's host = %q, want %q", u.URL.Host, upstream.InProcessHost)
+				}
+			}
+		}
+		if !slices.Equal(got, tt.patterns) {
+			t.Errorf("upstreams(%q): VCS patterns %q, want %q", tt.text, got, tt.patterns)
 		}
 	}
 }

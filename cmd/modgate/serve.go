@@ -341,7 +341,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	g.metrics.Register(metrics.CacheCollector(g.cache.Stats))
 	g.metrics.Register(metrics.AuditCollector(g.audit.Stats))
 	g.health = newRegistry(cfg, set, g.audit, g.metrics, log)
-	if g.xds, err = xds.New(ctx, cfg.xdsOptions(g.health, log)); err != nil {
+	if g.xds, err = g.newXDS(ctx); err != nil {
 		g.close()
 		return nil, err
 	}

@@ -27,7 +27,9 @@ upstreams in the configuration (default: go env GOPROXY) and their health.
 It probes every upstream (health.interval, default 5s); 3 failures in a row
 drain one, 2 successes bring it back, and a drained one is removed after
 health.drain_period. SIGHUP reloads the upstream list from --config; a bad
-file is refused and the running list kept. Health changes are audited.
+file is refused and the running list kept. Health changes are audited, and
+so is a snapshot version a client rejects (NACKs): that client is not sent
+the version again, only the next one.
 
 With mesh_tls in the config file, the ADS listener serves mutual TLS and
 admits only mesh_tls.allowed_clients. With xds.blob_tls, the published
@@ -43,7 +45,7 @@ func xdsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := newFlagSet("xds", xdsUsage, stderr)
 	fs.StringVar(&f.xdsListen, "listen", "", "ADS listener `address` (default 127.0.0.1:18000)")
 	fs.StringVar(&f.config, "config", "", "YAML config `file` (modgate.yaml); none: defaults from go env")
-	fs.StringVar(&f.audit, "audit", "", "audit `file` for health changes, JSON lines appended (default stdout)")
+	fs.StringVar(&f.audit, "audit", "", "audit `file` for health changes and rejected snapshots, JSON lines appended (default stdout)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error (logs go to stderr)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -71,7 +73,7 @@ func xdsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g.client = upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout})
 	g.metrics = metrics.New()
 	g.health = newRegistry(cfg, set, g.audit, g.metrics, log)
-	if g.xds, err = xds.New(ctx, cfg.xdsOptions(g.health, log)); err != nil {
+	if g.xds, err = g.newXDS(ctx); err != nil {
 		return err
 	}
 	tc, err := cfg.meshTLS()
@@ -124,6 +126,14 @@ func (c *fileConfig) xdsOptions(reg *health.Registry, log *slog.Logger) xds.Opti
 		}
 	}
 	return o
+}
+
+// newXDS is the control plane of g's configuration and health registry,
+// whose NACKs are audited and counted.
+func (g *standalone) newXDS(ctx context.Context) (*xds.Server, error) {
+	o := g.cfg.xdsOptions(g.health, g.log)
+	o.Auditor, o.Observer = g.audit, g.metrics
+	return xds.New(ctx, o)
 }
 
 // blobHost is the host of xds.blob_addr (default xds.DefaultBlobAddr), ""

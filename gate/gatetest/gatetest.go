@@ -209,7 +209,7 @@ func rows() []row {
 		{name: "method", method: "POST", target: "/example.com/a/@v/list",
 			want: want{status: 405, cache: "bypass", decision: "reject", rule: "method", saw: one("pub0", 0)}},
 		{name: "upstream 500 is 502", target: "/example.com/a/@v/list", setup: setup{public: []fault{500}},
-			want: want{status: 502, body: "answered 500", cache: "miss", decision: "forward", rule: "upstream", upstream: "pub0", saw: one("pub0", 1)}},
+			want: want{status: 502, body: "answered 500 Internal Server Error: testproxy: injected fault", cache: "miss", decision: "forward", rule: "upstream", upstream: "pub0", saw: one("pub0", 1)}},
 		{name: "upstream 504 is 504", target: "/example.com/a/@v/list", setup: setup{public: []fault{504}},
 			want: want{status: 504, cache: "miss", decision: "forward", rule: "upstream", upstream: "pub0", saw: one("pub0", 1)}},
 		{name: "upstream 429 is 503", target: "/example.com/a/@v/list", setup: setup{public: []fault{429}},
