@@ -23,9 +23,11 @@ const redirectUsage = `Usage:
 	modgate redirect status --iface I [--pin-root DIR]
 
 attach hands TCP connections to the captured destinations to the proxy
-listening on --to-port (modgate serve --transparent), which sees each
-connection's original destination as its local address. It works in the
-network namespace modgate runs in; enter a pod's with
+listening on --to-port at the wildcard address (modgate serve
+--transparent 0.0.0.0:PORT), which sees each connection's original
+destination as its local address. Without such a listener captured
+connections are dropped, and attach warns. It works in the network
+namespace modgate runs in; enter a pod's with
 'nsenter --net=/run/netns/NAME', not 'ip netns exec', which hides
 /sys/fs/bpf. Shapes:
 
@@ -82,6 +84,9 @@ func redirectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		if err != nil {
 			return fmt.Errorf("redirect: %w", err)
+		}
+		if w := proxyListenerWarning(r.cfg); w != "" {
+			fmt.Fprintf(stderr, "modgate redirect attach: warning: %s\n", w)
 		}
 	case "detach":
 		if err := bpf.Detach(r.cfg.Iface, r.cfg.PinRoot); err != nil {

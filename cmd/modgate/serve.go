@@ -180,6 +180,9 @@ func runGateway(ctx context.Context, cmd string, f *serveFlags, stdout, stderr i
 	for _, w := range warnings {
 		log.Warn(w)
 	}
+	if err := f.checkTransparent(cfg); err != nil {
+		return err
+	}
 	g, err := newGateway(ctx, cfg, env, stdout, log)
 	if err != nil {
 		return err
