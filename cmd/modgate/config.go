@@ -66,7 +66,9 @@ type fileConfig struct {
 	ImmediateMaxBytes byteSize `yaml:"immediate_max_bytes"`
 	// TransparentListen is the transparent listener: connections the eBPF
 	// redirect (modgate redirect) hands over, served as plain-HTTP GOPROXY
-	// requests with their original destination audited. Default off.
+	// requests with their original destination audited. It must be a
+	// wildcard address (0.0.0.0:PORT, [::]:PORT or :PORT): the redirect
+	// finds no socket bound to one address. Default off.
 	TransparentListen string `yaml:"transparent_listen"`
 	// UpstreamMark is the socket mark (SO_MARK) on modgate's own upstream
 	// connections, which the redirect exempts. Default 0x539 when the
