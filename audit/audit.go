@@ -177,7 +177,10 @@ type ModgateGroup struct {
 	Decision string `json:"decision,omitempty"` // reject, deny, serve or forward
 	Rule     string `json:"rule,omitempty"`     // the policy or grammar rule behind a reject or deny
 	Upstream string `json:"upstream,omitempty"` // upstream that answered (or last failed)
-	Cache    string `json:"cache,omitempty"`    // X-Modgate-Cache: hit, miss, coalesced, stale, negative, bypass
+	// OriginHost is the host of the repository a private origin (the VCS
+	// origin) fetched from, without credentials.
+	OriginHost string `json:"origin_host,omitempty"`
+	Cache      string `json:"cache,omitempty"` // X-Modgate-Cache: hit, miss, coalesced, stale, negative, bypass
 	// Verification is how a fetched .mod or .zip was checked: verified,
 	// ledger, skipped, mismatch, or failed (could not be checked).
 	Verification string `json:"verification,omitempty"`

@@ -124,6 +124,7 @@ func (e *Event) appendBody(b []byte) []byte {
 	b = mo.str(b, "decision", m.Decision, true)
 	b = mo.str(b, "rule", m.Rule, true)
 	b = mo.str(b, "upstream", m.Upstream, true)
+	b = mo.str(b, "origin_host", m.OriginHost, true)
 	b = mo.str(b, "cache", m.Cache, true)
 	b = mo.str(b, "verification", m.Verification, true)
 	b = mo.str(b, "original_destination", m.OriginalDestination, true)

@@ -46,7 +46,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 			User:    &User{Name: "alice"},
 			URL:     &URL{},
 			HTTP:    &HTTP{},
-			Modgate: ModgateGroup{Module: "m", Version: "v", Kind: "k", SumDB: "s", Decision: "d", Rule: "r", Upstream: "u", Cache: "c", Verification: "verified", OriginalDestination: "203.0.113.10:80", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"},
+			Modgate: ModgateGroup{Module: "m", Version: "v", Kind: "k", SumDB: "s", Decision: "d", Rule: "r", Upstream: "u", OriginHost: "git.corp.example:8443", Cache: "c", Verification: "verified", OriginalDestination: "203.0.113.10:80", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"},
 		}},
 		{"chain", Event{Timestamp: ts, Chain: &Chain{Seq: 1, Prev: GenesisPrev}}},
 		{"chain with drops and torn", Event{

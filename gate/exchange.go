@@ -123,6 +123,7 @@ type Exchange struct {
 	rule     string
 	reason   string
 	upstream string
+	origin   string // the repository host a private origin reported
 	cache    string
 	verified string // how the fetched artifact was checked
 	span     trace.Span
@@ -308,7 +309,7 @@ func (x *Exchange) follow(ctx context.Context, res FillResult) (Decision, bool) 
 	if res.retry {
 		return Decision{}, false
 	}
-	x.upstream, x.verified = res.upstream, res.verification
+	x.upstream, x.origin, x.verified = res.upstream, res.origin, res.verification
 	if res.entry == nil {
 		x.cache = cacheCoalesced // it waited for a fill that failed
 		return x.failed(ctx, res), true
@@ -323,7 +324,7 @@ func (x *Exchange) follow(ctx context.Context, res FillResult) (Decision, bool) 
 
 // Filled turns the result of the fill this request led into its Decision.
 func (x *Exchange) Filled(ctx context.Context, res FillResult) Decision {
-	x.upstream, x.verified = res.upstream, res.verification
+	x.upstream, x.origin, x.verified = res.upstream, res.origin, res.verification
 	if res.entry == nil {
 		return x.failed(ctx, res)
 	}
@@ -339,7 +340,7 @@ func (x *Exchange) Filled(ctx context.Context, res FillResult) Decision {
 // went to the client as it was, with nothing stored (a HEAD, in mesh
 // mode): res names the upstream the audit credits.
 func (x *Exchange) Passed(ctx context.Context, res FillResult) {
-	x.upstream = res.upstream
+	x.upstream, x.origin = res.upstream, res.origin
 }
 
 // failed answers a fill that stored nothing: the stale entry if there is
@@ -417,6 +418,7 @@ func (x *Exchange) Done(ctx context.Context, status int, n int64, err error) {
 		Decision:     x.decision,
 		Rule:         x.rule,
 		Upstream:     x.upstream,
+		OriginHost:   x.origin,
 		Cache:        x.cache,
 		Verification: x.verified,
 		TraceID:      x.TraceID(),

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -39,6 +40,7 @@ type Fill struct {
 
 	failure  error  // the last upstream failure
 	upstream string // the upstream that answered, or last failed
+	origin   string // the repository host a private origin reported
 	w        *cache.Writer
 	limit    int64
 	status   int    // being stored: 200, or 404/410
@@ -55,6 +57,7 @@ type FillResult struct {
 	entry        *cache.Entry // closed: Reopen it to serve; nil if nothing was stored
 	err          error        // why nothing was stored
 	upstream     string
+	origin       string // see Fill.origin
 	verification string // how the artifact was checked; see audit.ModgateGroup
 	retry        bool   // the fill never started (its leader was refused): look again
 }
@@ -145,6 +148,9 @@ func (f *Fill) Path() string { return f.key }
 func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.Header) Response {
 	u := f.candidates[i]
 	f.upstream = u.Name
+	if u.Private {
+		f.origin = originHost(h.Get(OriginHostHeader))
+	}
 	last := i == len(f.candidates)-1
 	switch {
 	case status == http.StatusOK:
@@ -189,6 +195,25 @@ func (f *Fill) UpstreamResponse(ctx context.Context, i int, status int, h http.H
 	f.failure, f.quote = ue, true
 	f.limit = MaxExcerptBytes
 	return Response{Action: Store, Limit: MaxExcerptBytes, Excerpt: true}
+}
+
+// OriginHostHeader is the response header in which a private origin (the
+// VCS origin) names the repository host it fetched from; the audit
+// records it (modgate.origin_host). Only private upstreams' are read.
+const OriginHostHeader = "X-Modgate-VCS-Host"
+
+// originHost returns h if it is a plain host or host:port, else "": no
+// credentials, no spaces, nothing long.
+func originHost(h string) string {
+	if h == "" || len(h) > 255 || strings.ContainsAny(h, "@/ ") {
+		return ""
+	}
+	for i := 0; i < len(h); i++ {
+		if h[i] <= 0x20 || h[i] >= 0x7f {
+			return ""
+		}
+	}
+	return h
 }
 
 // report passes a passive health signal on, if anyone listens.
@@ -251,7 +276,7 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 	if f.landed {
 		return f.result
 	}
-	res := FillResult{upstream: f.upstream}
+	res := FillResult{upstream: f.upstream, origin: f.origin}
 	switch {
 	case bodyErr != nil:
 		f.abortWriter()
@@ -318,7 +343,7 @@ func (f *Fill) Abandon(ctx context.Context, err error) FillResult {
 	}
 	f.abortWriter()
 	f.landed = true
-	f.result = FillResult{upstream: f.upstream, err: &upstreamError{upstream: f.upstream, err: err}, retry: true}
+	f.result = FillResult{upstream: f.upstream, origin: f.origin, err: &upstreamError{upstream: f.upstream, err: err}, retry: true}
 	f.log.InfoContext(ctx, "fill abandoned: nothing stored", "err", err)
 	f.span.SetStatus(codes.Error, "abandoned: "+err.Error())
 	f.span.End()

@@ -293,6 +293,12 @@ func parseVersion(r Request, escaped string) (Request, error) {
 		return fail(ErrMalformed, "%v", err)
 	}
 	r.Version = v
+	// No version or query begins with '-' or holds "..": such a string
+	// could only be meant for a tool an origin runs (git took crafted
+	// versions for options, CVE-2025-68119).
+	if strings.HasPrefix(v, "-") || strings.Contains(v, "..") {
+		return fail(ErrMalformed, "version %s may not begin with \"-\" or contain \"..\"", quote(v))
+	}
 	if r.Kind == KindInfo && (!semver.IsValid(v) || module.CanonicalVersion(v) != v) {
 		return r, nil // a query, resolved by the upstream
 	}

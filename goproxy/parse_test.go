@@ -255,6 +255,10 @@ var hostileTests = []struct {
 	max    int // maxTarget argument; 0 means default
 	want   error
 }{
+	// Versions an origin could pass to git as options (CVE-2025-68119).
+	{name: "query beginning with a dash", target: "/corp.example.com/lib/@v/-uploadpack=touch.info", want: ErrMalformed},
+	{name: "query with dot-dot", target: "/corp.example.com/lib/@v/main..x.info", want: ErrMalformed},
+	{name: "lookup version with a dash", target: "/sumdb/sum.golang.org/lookup/corp.example.com/lib@-x", want: ErrMalformed},
 	// Percent-encoding is never sent by the go command: every spelling of
 	// a resource but the canonical one is refused.
 	{name: "encoded at marker", target: "/golang.org/x/mod/%40v/list", want: ErrMalformed},

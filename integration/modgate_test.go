@@ -53,6 +53,8 @@ type gatewayProc struct {
 	XDS     string // xDS listener, host:port
 	// Transparent is the transparent listener, host:port, if it was asked for.
 	Transparent string
+	// VCS is the VCS origin's own listener (mesh mode), if it was asked for.
+	VCS string
 	// AdminTokenFile holds the admin listener's token (POST /cache/purge,
 	// /debug/pprof/), as the server logged it.
 	AdminTokenFile string
@@ -117,6 +119,8 @@ func startModgate(t testing.TB, config string, flags ...string) *gatewayProc {
 					g.XDS = m[2]
 				case "transparent":
 					g.Transparent = m[2]
+				case "vcs":
+					g.VCS = url
 				}
 			}
 			if m := adminTokenRE.FindStringSubmatch(line); m != nil {

@@ -64,7 +64,7 @@ func TestShippedBootstrapAgrees(t *testing.T) {
 	pub, _ := upstream.Parse("public", "https://proxy.example.test", false)
 	priv, _ := upstream.Parse("corp", "https://10.0.0.1", true)
 	reg := health.New(&upstream.Set{Public: []*upstream.Upstream{pub}, Private: []*upstream.Upstream{priv}}, health.Config{Logger: slog.New(slog.DiscardHandler)})
-	snap, err := Build("1", reg, Blob{Addr: DefaultBlobAddr})
+	snap, err := Build("1", reg, Sidecar{BlobAddr: DefaultBlobAddr})
 	if err != nil {
 		t.Fatal(err)
 	}

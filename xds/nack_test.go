@@ -422,7 +422,7 @@ func TestEveryLocalityIsExplicit(t *testing.T) {
 	for range 3 {
 		reg.Report("b", false) // one draining endpoint too
 	}
-	snap, err := Build("1", reg, Blob{Addr: DefaultBlobAddr})
+	snap, err := Build("1", reg, Sidecar{BlobAddr: DefaultBlobAddr})
 	if err != nil {
 		t.Fatal(err)
 	}

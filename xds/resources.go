@@ -159,6 +159,15 @@ func blobCluster(addr string, tc *BlobTLS) (*clusterv3.Cluster, error) {
 	if tc == nil {
 		return c, nil
 	}
+	if err := sidecarTLS(c, tc); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// sidecarTLS makes c reach a sidecar listener (blob, VCS) over mutual TLS
+// with the gateway's client certificate, replacing any transport socket.
+func sidecarTLS(c *clusterv3.Cluster, tc *BlobTLS) error {
 	file := func(name string) *corev3.DataSource {
 		return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: name}}
 	}
@@ -178,10 +187,10 @@ func blobCluster(addr string, tc *BlobTLS) (*clusterv3.Cluster, error) {
 	}
 	a, err := anypb.New(utc)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}
-	return c, nil
+	return nil
 }
 
 // sanMatcher matches a certificate's SAN exactly: a URI SAN for a name

@@ -38,7 +38,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"sync"
 
@@ -76,6 +75,11 @@ type Options struct {
 	// listener over mutual TLS. Default nil: plain HTTP, for a blob
 	// listener on loopback.
 	BlobTLS *BlobTLS
+	// VCSAddr is the IP:PORT at which the gateway reaches the VCS origin's
+	// listener (vcs.advertise): the upstream_private endpoint of the
+	// in-process VCS upstream. Default "": the VCS origin is not
+	// published (standalone mode reaches it in process).
+	VCSAddr string
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 	// Auditor records each rejected version (action xds-nack) once per
@@ -151,7 +155,7 @@ func (s *Server) Register(g *grpc.Server) {
 func (s *Server) Publish(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap, err := Build(strconv.Itoa(s.version+1), s.opts.Health, Blob{Addr: s.opts.BlobAddr, TLS: s.opts.BlobTLS})
+	snap, err := Build(strconv.Itoa(s.version+1), s.opts.Health, Sidecar{BlobAddr: s.opts.BlobAddr, BlobTLS: s.opts.BlobTLS, VCSAddr: s.opts.VCSAddr})
 	if err != nil {
 		return err
 	}
@@ -191,12 +195,18 @@ type endpoint struct {
 	status corev3.HealthStatus
 }
 
-// Blob is how the gateway Envoy reaches the sidecar's blob listener.
-type Blob struct {
-	// Addr is host:port. Required.
-	Addr string
-	// TLS is mutual TLS to it; nil is plain HTTP.
-	TLS *BlobTLS
+// Sidecar is what the gateway Envoy reaches of the sidecar besides
+// ext_proc: the blob listener, and the VCS origin's listener if any.
+type Sidecar struct {
+	// BlobAddr is the blob listener's host:port. Required.
+	BlobAddr string
+	// BlobTLS is mutual TLS to the blob listener, and to the VCS origin's;
+	// nil is plain HTTP.
+	BlobTLS *BlobTLS
+	// VCSAddr is the IP:PORT of the VCS origin's listener, published as
+	// the upstream_private endpoint of the in-process VCS upstream; ""
+	// publishes none.
+	VCSAddr string
 }
 
 // BlobTLS is the gateway Envoy's side of mutual TLS to the blob listener.
@@ -231,7 +241,7 @@ func (t *BlobTLS) check() error {
 }
 
 // Build makes the snapshot for the registry's state, validated.
-func Build(version string, reg *health.Registry, blob Blob) (*cachev3.Snapshot, error) {
+func Build(version string, reg *health.Registry, sc Sidecar) (*cachev3.Snapshot, error) {
 	set := reg.Upstreams()
 	if len(set.Public) == 0 {
 		return nil, errors.New("xds: no public upstream")
@@ -249,14 +259,41 @@ func Build(version string, reg *health.Registry, blob Blob) (*cachev3.Snapshot, 
 	if err != nil {
 		return nil, err
 	}
-	// Upstreams served inside modgate (the VCS origin in standalone mode)
-	// are nothing Envoy could reach.
-	private := slices.DeleteFunc(slices.Clone(set.Private), func(u *upstream.Upstream) bool {
-		return u.URL != nil && u.URL.Host == upstream.InProcessHost
-	})
+	// An upstream served inside modgate (the VCS origin) is published at
+	// the sidecar's VCS listener if it has one (mesh mode), and is
+	// otherwise nothing Envoy could reach. The listener is the sidecar's,
+	// so it is reached like the blob listener.
+	var private []*upstream.Upstream
+	vcs := false
+	for _, u := range set.Private {
+		if u.URL == nil || u.URL.Host != upstream.InProcessHost {
+			private = append(private, u)
+			continue
+		}
+		if sc.VCSAddr == "" {
+			continue
+		}
+		scheme := "http"
+		if sc.BlobTLS != nil {
+			scheme = "https"
+		}
+		pu, err := upstream.Parse(u.Name, scheme+"://"+sc.VCSAddr, true)
+		if err != nil {
+			return nil, fmt.Errorf("xds: VCS listener: %w", err)
+		}
+		private, vcs = append(private, pu), true
+	}
+	if vcs && len(private) > 1 {
+		return nil, errors.New("xds: the VCS origin's listener and other private upstreams cannot share upstream_private: publish one or the other")
+	}
 	privC, err := privateCluster(private)
 	if err != nil {
 		return nil, err
+	}
+	if vcs && sc.BlobTLS != nil {
+		if err := sidecarTLS(privC, sc.BlobTLS); err != nil {
+			return nil, err
+		}
 	}
 	var eps []endpoint
 	for _, u := range private {
@@ -271,10 +308,10 @@ func Build(version string, reg *health.Registry, blob Blob) (*cachev3.Snapshot, 
 	if err != nil {
 		return nil, err
 	}
-	if err := blob.TLS.check(); err != nil {
+	if err := sc.BlobTLS.check(); err != nil {
 		return nil, err
 	}
-	bc, err := blobCluster(blob.Addr, blob.TLS)
+	bc, err := blobCluster(sc.BlobAddr, sc.BlobTLS)
 	if err != nil {
 		return nil, err
 	}

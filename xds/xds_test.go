@@ -258,7 +258,7 @@ func TestPublicShiftsToNextHealthy(t *testing.T) {
 	b, _ := upstream.Parse("b", "https://b.example.test", false)
 	reg := health.New(&upstream.Set{Public: []*upstream.Upstream{a, b}}, health.Config{Logger: slog.New(slog.DiscardHandler)})
 	host := func() string {
-		snap, err := Build("1", reg, Blob{Addr: DefaultBlobAddr})
+		snap, err := Build("1", reg, Sidecar{BlobAddr: DefaultBlobAddr})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -286,7 +286,7 @@ func TestBuildRefusesHostNamesForEDS(t *testing.T) {
 	p, _ := upstream.Parse("p", "https://proxy.example.test", false)
 	priv, _ := upstream.Parse("corp", "https://goproxy.corp.example", true)
 	reg := health.New(&upstream.Set{Public: []*upstream.Upstream{p}, Private: []*upstream.Upstream{priv}}, health.Config{Logger: slog.New(slog.DiscardHandler)})
-	if _, err := Build("1", reg, Blob{Addr: DefaultBlobAddr}); err == nil || !strings.Contains(err.Error(), "IP") {
+	if _, err := Build("1", reg, Sidecar{BlobAddr: DefaultBlobAddr}); err == nil || !strings.Contains(err.Error(), "IP") {
 		t.Errorf("Build with a private host name = %v, want an error asking for IP addresses", err)
 	}
 }
@@ -313,7 +313,7 @@ func TestBlobCluster(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			snap, err := Build("1", reg, Blob{Addr: DefaultBlobAddr, TLS: tt.tls})
+			snap, err := Build("1", reg, Sidecar{BlobAddr: DefaultBlobAddr, BlobTLS: tt.tls})
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("Build with blob TLS %+v = %v, want an error naming %s", tt.tls, err, tt.wantErr)
@@ -368,7 +368,7 @@ func TestBuildLeavesOutInProcessUpstreams(t *testing.T) {
 	vcs, _ := upstream.Parse("vcs", "http://"+upstream.InProcessHost, true)
 	corp, _ := upstream.Parse("corp", "http://10.1.2.3:8081", true)
 	reg := health.New(&upstream.Set{Public: []*upstream.Upstream{p}, Private: []*upstream.Upstream{vcs, corp}}, health.Config{Logger: slog.New(slog.DiscardHandler)})
-	snap, err := Build("1", reg, Blob{Addr: DefaultBlobAddr})
+	snap, err := Build("1", reg, Sidecar{BlobAddr: DefaultBlobAddr})
 	if err != nil {
 		t.Fatalf("Build with an in-process upstream: %v", err)
 	}
@@ -381,5 +381,34 @@ func TestBuildLeavesOutInProcessUpstreams(t *testing.T) {
 	}
 	if len(addrs) != 1 || addrs[0] != "10.1.2.3" {
 		t.Errorf("upstream_private endpoints = %q, want only 10.1.2.3", addrs)
+	}
+}
+
+// In mesh mode the VCS origin's listener is the upstream_private endpoint,
+// reached over the sidecar's mutual TLS; it cannot share the cluster.
+func TestBuildPublishesVCSListener(t *testing.T) {
+	p, _ := upstream.Parse("pub", "https://proxy.example", false)
+	vcs, _ := upstream.Parse("vcs", "http://"+upstream.InProcessHost, true)
+	corp, _ := upstream.Parse("corp", "http://10.1.2.3:8081", true)
+	tls := &BlobTLS{Cert: "/certs/gateway-client.pem", Key: "/certs/gateway-client-key.pem", CA: "/certs/ca.pem", SAN: "modgate"}
+	reg := health.New(&upstream.Set{Public: []*upstream.Upstream{p}, Private: []*upstream.Upstream{vcs}}, health.Config{Logger: slog.New(slog.DiscardHandler)})
+	snap, err := Build("1", reg, Sidecar{BlobAddr: DefaultBlobAddr, BlobTLS: tls, VCSAddr: "10.0.0.9:9004"})
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	cla := snap.GetResources(resource.EndpointType)[ClusterPrivate].(*endpointv3.ClusterLoadAssignment)
+	sa := cla.GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+	if sa.GetAddress() != "10.0.0.9" || sa.GetPortValue() != 9004 {
+		t.Errorf("upstream_private endpoint = %s:%d, want the VCS listener 10.0.0.9:9004", sa.GetAddress(), sa.GetPortValue())
+	}
+	c := snap.GetResources(resource.ClusterType)[ClusterPrivate].(*clusterv3.Cluster)
+	var utc tlsv3.UpstreamTlsContext
+	if err := c.GetTransportSocket().GetTypedConfig().UnmarshalTo(&utc); err != nil || len(utc.GetCommonTlsContext().GetTlsCertificates()) != 1 {
+		t.Errorf("upstream_private transport socket = %v (%v), want mutual TLS with the gateway's client certificate", c.GetTransportSocket(), err)
+	}
+
+	mixed := health.New(&upstream.Set{Public: []*upstream.Upstream{p}, Private: []*upstream.Upstream{vcs, corp}}, health.Config{Logger: slog.New(slog.DiscardHandler)})
+	if _, err := Build("1", mixed, Sidecar{BlobAddr: DefaultBlobAddr, VCSAddr: "10.0.0.9:9004"}); err == nil || !strings.Contains(err.Error(), "VCS") {
+		t.Errorf("Build with the VCS listener and another private upstream = %v, want an error", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -317,6 +318,15 @@ type vcsConfig struct {
 	// MaxCacheBytes bounds CacheDir; the least recently used is evicted.
 	// Default 10GiB.
 	MaxCacheBytes byteSize `yaml:"max_cache_bytes"`
+	// Listen serves the origin on a listener of its own, for mesh mode:
+	// the gateway Envoy reaches it as an upstream_private endpoint, behind
+	// mesh_tls like the blob listener. Default off (standalone mode reaches
+	// it in process).
+	Listen string `yaml:"listen"`
+	// Advertise is the IP:PORT at which the gateway Envoy reaches Listen:
+	// the endpoint the control plane publishes in upstream_private.
+	// Default: none published.
+	Advertise string `yaml:"advertise"`
 }
 
 // check checks the section on its own; patterns are checked against the
@@ -332,6 +342,15 @@ func (v *vcsConfig) check() error {
 		return fmt.Errorf("vcs.max_concurrent: %d is negative", v.MaxConcurrent)
 	case v.MaxCacheBytes < 0:
 		return fmt.Errorf("vcs.max_cache_bytes: %d is negative", v.MaxCacheBytes)
+	}
+	if v.Advertise != "" {
+		ap, err := netip.ParseAddrPort(v.Advertise)
+		if err != nil {
+			return fmt.Errorf("vcs.advertise: %q: want IP:PORT, the address the gateway Envoy reaches vcs.listen at", v.Advertise)
+		}
+		if v.Listen == "" || v.Listen == "off" {
+			return fmt.Errorf("vcs.advertise: %s, but vcs.listen is off", ap)
+		}
 	}
 	for i, kv := range v.Env {
 		k, _, ok := strings.Cut(kv, "=")
@@ -630,6 +649,9 @@ func (c *fileConfig) withVCS(set *upstream.Set, env goEnv) error {
 		if u.Name == VCSUpstream {
 			return fmt.Errorf("upstreams: the name %q is the VCS origin's", VCSUpstream)
 		}
+	}
+	if c.VCS.Advertise != "" && len(set.Private) > 0 {
+		return fmt.Errorf("vcs.advertise: the VCS origin would share the gateway's upstream_private cluster with the private upstream %s; in mesh mode use one or the other", set.Private[0].Name)
 	}
 	u, err := upstream.Parse(VCSUpstream, "http://"+upstream.InProcessHost, true)
 	if err != nil {

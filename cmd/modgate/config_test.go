@@ -86,6 +86,8 @@ func TestLoadConfigErrorsNameTheField(t *testing.T) {
 		{"vcs env not key=value", "vcs:\n  env: [GOINSECURE]\n", "vcs.env[0]"},
 		{"vcs two patterns in one", "vcs:\n  patterns: [\"a.example,b.example\"]\n", "vcs.patterns[0]"},
 		{"vcs unknown field", "vcs:\n  netrc_file: x\n", "netrc_file"},
+		{"vcs advertise not ip", "vcs:\n  listen: 0.0.0.0:9004\n  advertise: modgate:9004\n", "vcs.advertise"},
+		{"vcs advertise without listen", "vcs:\n  advertise: 10.0.0.9:9004\n", "vcs.listen is off"},
 		{"private not found contradicted", "private_not_found: pass\npass_private_not_found: false\n", "pass_private_not_found"},
 	}
 	for _, tt := range tests {
@@ -138,6 +140,8 @@ func TestVCSUpstream(t *testing.T) {
 		{text: "vcs:\n  patterns: [github.com/corp]\n", err: "vcs.patterns[0]"},
 		{text: "private: []\nvcs: {}\n", err: "no private patterns"},
 		{text: "upstreams:\n  - {name: vcs, url: https://x.example}\nvcs: {}\n", err: "VCS origin"},
+		{text: "upstreams:\n  - {name: pub, url: https://p.example}\n  - {name: corp, url: http://10.0.0.2:8080, private: true}\nvcs: {listen: \"0.0.0.0:9004\", advertise: \"10.0.0.9:9004\"}\n", err: "vcs.advertise"},
+		{text: "vcs: {listen: \"0.0.0.0:9004\", advertise: \"10.0.0.9:9004\"}\n", patterns: []string{"corp.example.com", "*.git.corp"}},
 	}
 	for _, tt := range tests {
 		path := filepath.Join(t.TempDir(), "modgate.yaml")

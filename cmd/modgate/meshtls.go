@@ -92,11 +92,15 @@ func (c *fileConfig) checkMeshListeners(extprocFlag string) (warnings []string, 
 	if c.MeshTLS.Cert != "" {
 		return nil, nil
 	}
-	for _, l := range []struct{ field, flag, addr string }{
+	listeners := []struct{ field, flag, addr string }{
 		{"extproc_listen", extprocFlag, c.ExtProcListen},
 		{"blob_listen", "--blob-listen", c.BlobListen},
-	} {
-		if l.addr == "off" || isLoopback(l.addr) {
+	}
+	if c.VCS != nil {
+		listeners = append(listeners, struct{ field, flag, addr string }{"vcs.listen", "vcs.listen", c.VCS.Listen})
+	}
+	for _, l := range listeners {
+		if l.addr == "" || l.addr == "off" || isLoopback(l.addr) {
 			continue
 		}
 		if c.InsecureMeshListeners {

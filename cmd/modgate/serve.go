@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/mod/module"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	grpchealth "google.golang.org/grpc/health"
@@ -37,11 +38,13 @@ import (
 	"github.com/modgate/modgate/extproc"
 	"github.com/modgate/modgate/gate"
 	"github.com/modgate/modgate/gateway"
+	"github.com/modgate/modgate/goproxy"
 	"github.com/modgate/modgate/health"
 	"github.com/modgate/modgate/ledger"
 	"github.com/modgate/modgate/metrics"
 	"github.com/modgate/modgate/policy"
 	"github.com/modgate/modgate/upstream"
+	"github.com/modgate/modgate/vcs"
 	"github.com/modgate/modgate/verify"
 	"github.com/modgate/modgate/xds"
 )
@@ -279,6 +282,10 @@ type standalone struct {
 	caps *capability.Key
 	// meshTLS is the mesh listeners' server TLS, nil when mesh_tls is off.
 	meshTLS *tls.Config
+	// vcs is the VCS origin's handler (guarded by its patterns), nil
+	// without a vcs section; vcsOrigin is the origin itself.
+	vcs       http.Handler
+	vcsOrigin *vcs.Origin
 	// adminToken is what the admin listener's guarded endpoints require.
 	adminToken string
 	ready      atomic.Bool
@@ -334,7 +341,15 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		g.close()
 		return nil, err
 	}
-	client := upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout, Mark: cfg.UpstreamMark})
+	co := upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout, Mark: cfg.UpstreamMark}
+	if cfg.VCS != nil {
+		if err := g.openVCS(cfg, env, cc.Dir); err != nil {
+			g.close()
+			return nil, err
+		}
+		co.InProcess = map[string]http.Handler{upstream.InProcessHost: g.vcs}
+	}
+	client := upstream.NewClient(co)
 	g.client, g.env = client, env
 	if g.tracing, err = newTracerProvider(ctx, cfg.Tracing, log); err != nil {
 		g.close()
@@ -474,7 +489,38 @@ func (g *standalone) tracer() trace.Tracer {
 	return g.tracing.Tracer("github.com/modgate/modgate")
 }
 
+// openVCS starts the VCS origin: the go command fetching private modules
+// from their repositories, behind a guard that refuses every module its
+// patterns do not name.
+func (g *standalone) openVCS(cfg *fileConfig, env goEnv, cacheDir string) error {
+	patterns, err := cfg.vcsPatterns(env)
+	if err != nil {
+		return err
+	}
+	v := cfg.VCS
+	dir := v.CacheDir
+	if dir == "" {
+		dir = filepath.Join(cacheDir, "vcs")
+	}
+	o, err := vcs.New(vcs.Config{
+		Go: v.Go, CacheDir: dir, MaxCacheBytes: int64(v.MaxCacheBytes), Netrc: v.Netrc, Env: v.Env,
+		Timeout: v.Timeout, MaxConcurrent: v.MaxConcurrent, Logger: g.log.With("origin", VCSUpstream),
+	})
+	if err != nil {
+		return fmt.Errorf("vcs: %w", err)
+	}
+	g.vcsOrigin = o
+	g.vcs = vcsGuard(patterns, o)
+	g.log.Info("VCS origin", "patterns", patterns, "cache_dir", dir)
+	return nil
+}
+
 func (g *standalone) close() {
+	if g.vcsOrigin != nil {
+		if err := g.vcsOrigin.Close(); err != nil {
+			g.log.Warn("closing the VCS origin", "err", err)
+		}
+	}
 	if g.tracing != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := g.tracing.Shutdown(ctx); err != nil {
@@ -555,6 +601,7 @@ func (g *standalone) run(ctx context.Context) error {
 		{"xds", g.cfg.XDSListen, g.meshTLS, newGRPCServer(g.xds.Register, g.meshTLS)},
 		{"blob", g.cfg.BlobListen, blobTLS, blob},
 		{"admin", g.cfg.Admin, nil, g.server(g.adminHandler())},
+		{"vcs", g.vcsListen(), blobTLS, g.server(g.vcs)},
 	} {
 		if err := add(l.name, l.addr, l.tc, l.srv); err != nil {
 			return err
@@ -621,6 +668,31 @@ func (g *standalone) run(ctx context.Context) error {
 		g.log.Warn("shutdown", "err", err)
 	}
 	return runErr
+}
+
+// vcsListen is the VCS origin's own listener address, "off" unless the
+// vcs section asks for one (mesh mode).
+func (g *standalone) vcsListen() string {
+	if g.vcs == nil || g.cfg.VCS.Listen == "" {
+		return "off"
+	}
+	return g.cfg.VCS.Listen
+}
+
+// vcsGuard serves the module requests whose path matches patterns with h,
+// and refuses every other (403): a public path is never fetched from VCS,
+// whoever asks (the prober, a misrouted request, anyone reaching the mesh
+// listener).
+func vcsGuard(patterns []string, h http.Handler) http.Handler {
+	list := strings.Join(patterns, ",")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, err := goproxy.Parse(r.Method, r.URL.RequestURI(), 0)
+		if err != nil || req.Module == "" || !module.MatchPrefixPatterns(list, req.Module) {
+			http.Error(w, "not a module the VCS origin serves", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // grpcServer is the ext_proc gRPC server with its health service.

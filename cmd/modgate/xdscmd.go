@@ -119,6 +119,9 @@ func xdsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // defaults to the host of xds.blob_addr).
 func (c *fileConfig) xdsOptions(reg *health.Registry, log *slog.Logger) xds.Options {
 	o := xds.Options{NodeID: c.XDS.NodeID, Health: reg, BlobAddr: c.XDS.BlobAddr, Logger: log}
+	if c.VCS != nil {
+		o.VCSAddr = c.VCS.Advertise
+	}
 	if b := c.XDS.BlobTLS; b.Cert != "" {
 		o.BlobTLS = &xds.BlobTLS{Cert: b.Cert, Key: b.Key, CA: b.CA, SAN: b.SAN}
 		if b.SAN == "" {
