@@ -58,7 +58,7 @@ fuzz: ## fuzz the request grammar for FUZZTIME (default 60s)
 
 bench: bench-deps ## run the benchmarks (req/s, latency percentiles, CPU per request, modgate vs nginx)
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v /integration)
-	$(GO) test -run '^$$' -bench VsNginx -count=1 -timeout 30m ./integration
+	$(GO) test -run '^$$' -bench 'VsNginx|VCSDownload' -count=1 -timeout 30m ./integration
 
 # nginx (the yardstick) and wrk (the load generator) for BenchmarkVsNginx.
 bench-deps:

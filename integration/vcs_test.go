@@ -20,7 +20,7 @@ import (
 
 // vcsConfig is a gateway whose private modules (corp.example.com) come
 // from the Git server, with netrc and the extra config it needs.
-func vcsConfig(t *testing.T, public *testproxy.Server, git *gitserver.Server, netrc, extra string) string {
+func vcsConfig(t testing.TB, public *testproxy.Server, git *gitserver.Server, netrc, extra string) string {
 	t.Helper()
 	var env []string
 	for _, kv := range git.Env() {
