@@ -21,13 +21,14 @@ test: deps fmt-check vet lint check-generated ## install what the tests need, th
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 # What the tests need beyond Go modules: clang, llvm and libbpf's headers to
-# regenerate the eBPF objects, iproute2 for the namespace tests. Installed
-# when missing and we are root (as CI is).
+# regenerate the eBPF objects, iproute2 for the namespace tests, git for the
+# VCS origin's tests (a real Git server, git http-backend). Installed when
+# missing and we are root (as CI is).
 deps:
-	@if ! command -v clang >/dev/null || ! command -v llvm-strip >/dev/null || ! test -f /usr/include/bpf/bpf_helpers.h || ! command -v ip >/dev/null; then \
+	@if ! command -v clang >/dev/null || ! command -v llvm-strip >/dev/null || ! test -f /usr/include/bpf/bpf_helpers.h || ! command -v ip >/dev/null || ! command -v git >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang llvm libbpf-dev iproute2; \
-		else echo "not root: clang, llvm, libbpf-dev or iproute2 missing; the tests that need them will skip"; fi; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang llvm libbpf-dev iproute2 git; \
+		else echo "not root: clang, llvm, libbpf-dev, iproute2 or git missing; the tests that need them will skip"; fi; \
 	fi
 
 BPF2GO_CFLAGS := -O2 -g -Wall -Werror -I/usr/include/$(shell uname -m)-linux-gnu
