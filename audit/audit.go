@@ -140,9 +140,11 @@ type ClientHash struct {
 	SHA256 string `json:"sha256,omitempty"`
 }
 
-// User is ECS's user.* group: a basic-auth identity.
+// User is ECS's user.* group: an authenticated identity (a token's name,
+// or a certificate's identity mapped to groups) and its groups.
 type User struct {
-	Name string `json:"name,omitempty"`
+	Name  string   `json:"name,omitempty"`
+	Roles []string `json:"roles,omitempty"` // its groups
 }
 
 // URL is ECS's url.* group.

@@ -34,6 +34,7 @@ type Client struct {
 	URISANs     []string       // its URI SANs (SPIFFE IDs)
 	CertSHA256  string         // hex SHA-256 of its DER encoding
 	User        string         // an authenticated user name
+	Roles       []string       // its groups
 	OriginalDst netip.AddrPort // where a redirected connection was going
 }
 
@@ -79,7 +80,7 @@ func (e *Event) setClient(c Client) {
 		}
 	}
 	if c.User != "" {
-		e.User = &User{Name: c.User}
+		e.User = &User{Name: c.User, Roles: c.Roles}
 	}
 	if c.OriginalDst.IsValid() {
 		e.Modgate.OriginalDestination = c.OriginalDst.String()

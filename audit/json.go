@@ -87,6 +87,17 @@ func (e *Event) appendBody(b []byte) []byte {
 		var uo object
 		b = uo.open(b)
 		b = uo.str(b, "name", u.Name, true)
+		if len(u.Roles) > 0 {
+			b = uo.key(b, "roles")
+			b = append(b, '[')
+			for i, r := range u.Roles {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, r)
+			}
+			b = append(b, ']')
+		}
 		b = uo.close(b)
 	}
 	if u := e.URL; u != nil {

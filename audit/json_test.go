@@ -43,7 +43,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 				X509:    &X509{SAN: X509SAN{URI: []string{"spiffe://corp.example/ns/ci/sa/builder", "spiffe://x"}}},
 				Hash:    &ClientHash{SHA256: "ab"},
 			}},
-			User:    &User{Name: "alice"},
+			User:    &User{Name: "alice", Roles: []string{"ci", "release"}},
 			URL:     &URL{},
 			HTTP:    &HTTP{},
 			Modgate: ModgateGroup{Module: "m", Version: "v", Kind: "k", SumDB: "s", Decision: "d", Rule: "r", Upstream: "u", OriginHost: "git.corp.example:8443", Cache: "c", Verification: "verified", OriginalDestination: "203.0.113.10:80", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"},

@@ -264,7 +264,9 @@ func (st *stream) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders, 
 	// Envoy forwards the client's W3C traceparent among the headers.
 	ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(hdr))
 	// A request may wait here for another request's fill.
-	d, err := slow(st, func() gate.Decision { return st.x.RequestHeaders(ctx, method, path) })
+	d, err := slow(st, func() gate.Decision {
+		return st.x.RequestHeaders(ctx, gate.Request{Method: method, Target: path, Header: hdr})
+	})
 	if err != nil {
 		closeEntry(d)
 		st.fill = d.Fill // led and never fed: Process abandons it

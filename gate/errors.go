@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/modgate/modgate/goproxy"
 	"github.com/modgate/modgate/verify"
@@ -19,6 +21,7 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		pe     *goproxy.Error
 		de     *denial
 		be     *overBudget
+		ae     *authError
 		ue     *upstreamError
 		ve     *verifyError
 	)
@@ -38,6 +41,13 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		x.decision = "deny"
 		status, rule = http.StatusForbidden, de.rule
 		x.logger().InfoContext(ctx, "request denied", "rule", de.rule, "reason", de.reason)
+	case errors.As(err, &ae):
+		x.decision = "deny"
+		status, rule = http.StatusUnauthorized, "auth"
+		if ae.retryAfter() > 0 {
+			status, rule = http.StatusTooManyRequests, "auth-failures"
+		}
+		x.logger().InfoContext(ctx, "authentication refused", "status", status, "source", x.client.Addr.Addr().Unmap().String(), "err", err)
 	case errors.As(err, &be):
 		x.decision = "deny"
 		status, rule = http.StatusTooManyRequests, "budget-"+be.which
@@ -57,8 +67,13 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 	x.rule = rule
 	x.reason = err.Error()
 	h := textHeader(x.cache)
-	if status == http.StatusMethodNotAllowed {
+	switch {
+	case status == http.StatusMethodNotAllowed:
 		h.Set("Allow", "GET, HEAD")
+	case status == http.StatusUnauthorized:
+		h.Set("WWW-Authenticate", `Basic realm="modgate"`)
+	case ae != nil && ae.retryAfter() > 0:
+		h.Set("Retry-After", strconv.Itoa(int(ae.retryAfter()/time.Second)))
 	}
 	return &Reply{Status: status, Header: h, Body: plainText(x.reason)}
 }
@@ -91,6 +106,25 @@ func (e *verifyError) rule() string {
 		return "verify-mismatch"
 	}
 	return "verify-failed"
+}
+
+// An authError is a client the authenticator refused: 401, or 429 when it
+// tried too often.
+type authError struct {
+	err error
+}
+
+func (e *authError) Error() string { return e.err.Error() }
+func (e *authError) Unwrap() error { return e.err }
+
+// retryAfter is how long a throttled client must wait, 0 if it is not
+// throttled.
+func (e *authError) retryAfter() time.Duration {
+	var t interface{ RetryAfter() time.Duration }
+	if errors.As(e.err, &t) {
+		return max(t.RetryAfter(), time.Second)
+	}
+	return 0
 }
 
 // A denial is a policy refusal: 403.

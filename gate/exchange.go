@@ -28,16 +28,17 @@ import (
 // connection.
 type Client = audit.Client
 
-// identity is c's name for budgets: the strongest identity known.
+// identity is c's name for budgets: the strongest identity known (an
+// authenticated user first).
 func identity(c Client) string {
 	id := c.Addr.Addr().Unmap().String()
 	switch {
+	case c.User != "":
+		id = "user:" + c.User
 	case len(c.URISANs) > 0:
 		id = c.URISANs[0]
 	case c.Subject != "":
 		id = c.Subject
-	case c.User != "":
-		id = "user:" + c.User
 	}
 	if len(id) > 256 {
 		id = id[:256]
@@ -109,6 +110,7 @@ type Exchange struct {
 	start  time.Time
 	id     string
 	client Client
+	who    Identity     // who the authenticator says sent it
 	log    *slog.Logger // see logger
 
 	method string
@@ -154,15 +156,38 @@ func (x *Exchange) logger() *slog.Logger {
 // ID returns the request's id, unique per Exchange.
 func (x *Exchange) ID() string { return x.id }
 
-// RequestHeaders classifies the request from its method and raw target (the
-// request-target as received, or Envoy's :path), decides on it, and looks
-// it up. On a miss it either leads a new fill (Forward) or, if one is in
-// progress for the same key, waits for it as long as ctx lives.
-func (x *Exchange) RequestHeaders(ctx context.Context, method, target string) Decision {
+// A Request is what a front end knows of a request before anything is
+// decided: the method, the raw target (the request-target as received, or
+// Envoy's :path) and the client's headers, from which the authenticator
+// reads credentials.
+type Request struct {
+	Method string
+	Target string
+	Header http.Header
+}
+
+// RequestHeaders authenticates the client, classifies the request,
+// decides on it, and looks it up. On a miss it either leads a new fill
+// (Forward) or, if one is in progress for the same key, waits for it as
+// long as ctx lives.
+func (x *Exchange) RequestHeaders(ctx context.Context, r Request) Decision {
+	method, target := r.Method, r.Target
 	x.method, x.target = method, target
 	ctx, x.span = x.p.tracer.Start(ctx, "modgate.request", trace.WithSpanKind(trace.SpanKindServer))
 	if x.span.IsRecording() { // no attribute work on every request when tracing is off
 		x.span.SetAttributes(attribute.String("http.request.method", method), attribute.String("url.path", target))
+	}
+	// Who asks comes first: nothing of the request is looked at for a
+	// client that must authenticate and has not.
+	if a := x.p.auth; a != nil {
+		who, err := a.Authenticate(ctx, r.Header, x.client)
+		if err != nil {
+			return x.reject(ctx, &authError{err: err})
+		}
+		x.who = who
+		if who.Name != "" {
+			x.client.User, x.client.Roles = who.Name, who.Groups
+		}
 	}
 	req, err := goproxy.Parse(method, target, x.p.maxTarget)
 	if err != nil {

@@ -9,7 +9,7 @@
 // phases that mirror Envoy's ext_proc messages:
 //
 //	x := p.Begin(client)
-//	d := x.RequestHeaders(ctx, method, target)  // classify, identify, decide, look up
+//	d := x.RequestHeaders(ctx, Request{…})       // authenticate, classify, decide, look up
 //	if d.Action == Forward {                     // a miss this request leads
 //	    f := d.Fill
 //	    // Standalone: the front end asks f.Candidates() in order.
@@ -89,6 +89,31 @@ const (
 // removes every other header Envoy would forward. Callers must not modify
 // it.
 var UpstreamHeader = http.Header{"User-Agent": {"modgate"}}
+
+// An Identity is who sent a request, as the authenticator established
+// it: a token's name and groups, a verified certificate's SPIFFE ID or
+// subject (mapped to groups), the identity Envoy vouched for; the zero
+// Identity is anonymous.
+type Identity struct {
+	Name   string
+	Groups []string
+	Method string // how it was established: "token", "mtls", "mesh"; "" anonymous
+}
+
+// Authenticator establishes who sent a request from its headers and the
+// connection's verified peer (either front end passes only what it
+// verified). An error wrapping ErrUnauthenticated is answered 401 with a
+// Basic challenge, so the go command's netrc and GOAUTH flows work; an
+// error with a RetryAfter() time.Duration method (too many failures from
+// one source) is answered 429. It must not return the credential in an
+// error. It must be safe for concurrent use.
+type Authenticator interface {
+	Authenticate(ctx context.Context, h http.Header, peer Client) (Identity, error)
+}
+
+// ErrUnauthenticated is an Authenticator's error for a request without
+// valid credentials where they are needed, or with wrong ones.
+var ErrUnauthenticated = errors.New("authentication required")
 
 // Auditor records audit events. Record must not keep e after it returns.
 // An error means the event may not have been recorded; the processor logs
@@ -180,6 +205,9 @@ type Options struct {
 	Coalescer Coalescer
 	// Verifier checks .mod and .zip bodies before they are stored.
 	Verifier Verifier
+	// Authenticator establishes who sent each request. Default: none,
+	// every request anonymous (identified by address and certificate).
+	Authenticator Authenticator
 	// Budget rations misses. Default: none.
 	Budget Budget
 	// Health receives passive health reports. Default: none.
@@ -216,6 +244,7 @@ type Processor struct {
 	upstreams          Upstreams
 	cache              Cache
 	flights            Coalescer
+	auth               Authenticator
 	verifier           Verifier
 	budget             Budget
 	health             Health
@@ -247,6 +276,7 @@ func New(opts Options) (*Processor, error) {
 		upstreams:          opts.Upstreams,
 		cache:              opts.Cache,
 		flights:            opts.Coalescer,
+		auth:               opts.Authenticator,
 		verifier:           opts.Verifier,
 		budget:             opts.Budget,
 		health:             opts.Health,

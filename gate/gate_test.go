@@ -93,7 +93,7 @@ func TestAbandonWakesFollowers(t *testing.T) {
 	p := newProcessor(t, set)
 	const target = "/example.com/a/@v/v1.0.0.zip"
 	leader := p.Begin(Client{})
-	d := leader.RequestHeaders(t.Context(), "GET", target)
+	d := leader.RequestHeaders(t.Context(), Request{Method: "GET", Target: target})
 	if d.Action != Forward {
 		t.Fatalf("first request: %v, want forward", d.Action)
 	}
@@ -101,7 +101,7 @@ func TestAbandonWakesFollowers(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
-		got <- p.Begin(Client{}).RequestHeaders(ctx, "GET", target)
+		got <- p.Begin(Client{}).RequestHeaders(ctx, Request{Method: "GET", Target: target})
 	}()
 	time.Sleep(20 * time.Millisecond) // the follower waits for the flight
 	d.Fill.Abandon(t.Context(), io.ErrUnexpectedEOF)
@@ -155,7 +155,8 @@ func TestIdentity(t *testing.T) {
 	}{
 		{Client{Addr: addr}, "10.1.2.3"},
 		{Client{Addr: addr, User: "ci"}, "user:ci"},
-		{Client{Addr: addr, Subject: "CN=x", User: "ci"}, "CN=x"},
+		{Client{Addr: addr, Subject: "CN=x"}, "CN=x"},
+		{Client{Addr: addr, Subject: "CN=x", URISANs: []string{"spiffe://a/b"}, User: "ci"}, "user:ci"}, // authenticated first
 		{Client{Addr: addr, Subject: "CN=x", URISANs: []string{"spiffe://a/b", "spiffe://c"}}, "spiffe://a/b"},
 	}
 	for _, tt := range tests {

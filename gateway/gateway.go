@@ -116,7 +116,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var cut error
 	defer func() { x.Done(context.WithoutCancel(ctx), cw.status, cw.n, cut) }()
 
-	d := x.RequestHeaders(ctx, r.Method, r.RequestURI)
+	d := x.RequestHeaders(ctx, gate.Request{Method: r.Method, Target: r.RequestURI, Header: r.Header})
 	if d.Action == gate.Forward {
 		res, err := h.fill(ctx, d.Fill)
 		if err != nil {
