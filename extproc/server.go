@@ -317,7 +317,10 @@ func slow[T any](st *stream, fn func() T) (T, error) {
 // by routing to the blob listener.
 func (st *stream) hit(d gate.Decision) (*extprocv3.ProcessingResponse, error) {
 	defer d.Entry.Close()
-	if d.Entry.Size > st.s.opts.MaxImmediateBytes {
+	// A private entry (a list filtered for who asks) is not in the cache
+	// the blob listener serves: it goes inline, whatever its size (a list
+	// is at most gate.MaxListBytes).
+	if d.Entry.Size > st.s.opts.MaxImmediateBytes && !d.Private {
 		st.status, st.bytes = d.Status, d.Entry.Size
 		var set http.Header
 		if c := st.s.opts.Capability; c != nil {
@@ -328,7 +331,7 @@ func (st *stream) hit(d gate.Decision) (*extprocv3.ProcessingResponse, error) {
 	body := d.Entry.Bytes()
 	if body == nil {
 		var err error
-		if body, err = io.ReadAll(io.LimitReader(d.Entry.Reader(), st.s.opts.MaxImmediateBytes+1)); err != nil {
+		if body, err = io.ReadAll(io.LimitReader(d.Entry.Reader(), max(st.s.opts.MaxImmediateBytes, d.Entry.Size)+1)); err != nil {
 			return nil, fmt.Errorf("reading cached %s: %w", d.Entry.Key, err)
 		}
 	}
@@ -428,6 +431,19 @@ func (st *stream) finish(ctx context.Context, bodyErr error) (*extprocv3.Process
 	case gate.Hit:
 		if d.Status == http.StatusOK && !d.Entry.Fresh {
 			// A stale answer replaces the failed upstream's.
+			return st.hit(d)
+		}
+		if d.Private {
+			// The upstream's answer, filtered for who asks (a version
+			// list): it replaces what the upstream sent. The body was
+			// asked for BUFFERED (a list is small), so nothing of it has
+			// gone downstream; a list streamed past the buffer cannot be
+			// filtered any more, and is refused rather than leaked.
+			if st.bytes > 0 {
+				closeEntry(d)
+				st.cut = errors.New("a version list too large to filter: stream reset")
+				return st.immediate(&gate.Reply{Status: http.StatusBadGateway, Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte("version list too large to filter\n")}), nil
+			}
 			return st.hit(d)
 		}
 		if d.Status == http.StatusOK {

@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -92,6 +95,11 @@ type Decision struct {
 	Status int          // Hit: 200, or 404/410 for a negative entry
 	Header http.Header  // Hit: the headers (Content-Length excluded)
 	Fill   *Fill        // Forward
+	// Private marks a Hit whose Entry was made for this request alone (a
+	// version list filtered for who asks): it is not the cache's entry, so
+	// a front end must send it itself, never route the client to a
+	// listener that serves the cache (the blob listener).
+	Private bool
 }
 
 // Cache statuses, as in X-Modgate-Cache and the audit event.
@@ -198,6 +206,11 @@ func (x *Exchange) RequestHeaders(ctx context.Context, r Request) Decision {
 	v := x.p.policy.Decide(req)
 	if !v.Allow {
 		return x.reject(ctx, &denial{rule: v.Rule, reason: v.Reason})
+	}
+	if rv := x.p.rules.Load().Decide(x.subject(), req.Module, req.Version, req.Kind); !rv.Allow {
+		return x.reject(ctx, &denial{rule: rv.Rule, reason: rv.Reason})
+	} else if rv.Rule != policy.RuleDefault && rv.Rule != "" {
+		x.rule = rv.Rule // the rule that allowed it, for the audit
 	}
 	x.route = v.Route
 	if v.Route == policy.Local {
@@ -385,6 +398,93 @@ func (x *Exchange) failed(ctx context.Context, res FillResult) Decision {
 	return x.reject(ctx, res.err)
 }
 
+// subject is who asks, for the policy rules.
+func (x *Exchange) subject() policy.Subject {
+	return policy.Subject{Name: x.who.Name, Groups: x.who.Groups}
+}
+
+// filtered answers a version list or @latest for who asks: the versions
+// the rules deny it are left out, and an @latest naming one is answered
+// with the highest allowed version of the cached list, or refused. ok is
+// false when the entry needs no change. The answer is made for this
+// request alone (Decision.Private).
+func (x *Exchange) filtered(ctx context.Context, e *cache.Entry) (Decision, bool) {
+	rules := x.p.rules.Load()
+	if rules == nil || e.Status != http.StatusOK || (x.req.Kind != goproxy.KindList && x.req.Kind != goproxy.KindLatest) {
+		return Decision{}, false
+	}
+	body := e.Bytes()
+	if body == nil {
+		var err error
+		if body, err = io.ReadAll(io.LimitReader(e.Reader(), MaxListBytes+1)); err != nil {
+			return x.reject(ctx, fmt.Errorf("reading cached %s: %w", e.Key, err)), true
+		}
+	}
+	who := x.subject()
+	var out []byte
+	switch x.req.Kind {
+	case goproxy.KindList:
+		var versions []string
+		for line := range strings.SplitSeq(string(body), "\n") {
+			if f := strings.Fields(line); len(f) > 0 {
+				versions = append(versions, f[0])
+			}
+		}
+		allowed := rules.Filter(who, x.req.Module, versions)
+		if len(allowed) == len(versions) {
+			return Decision{}, false
+		}
+		for _, v := range allowed {
+			out = append(out, v+"\n"...)
+		}
+	case goproxy.KindLatest:
+		var info struct{ Version string }
+		if json.Unmarshal(body, &info) != nil {
+			return Decision{}, false // checked when it was stored; served as it is
+		}
+		rv := rules.Decide(who, x.req.Module, info.Version, goproxy.KindZip)
+		if rv.Allow {
+			return Decision{}, false
+		}
+		latest, ok := x.latestFromList(ctx, rules, who)
+		if !ok {
+			e.Close()
+			return x.reject(ctx, &denial{rule: rv.Rule, reason: rv.Reason}), true
+		}
+		out, _ = json.Marshal(struct{ Version string }{latest})
+	}
+	d := Decision{Action: Hit, Status: http.StatusOK, Header: x.entryHeader(e), Private: true}
+	d.Header.Set("Cache-Control", "private, no-store") // per identity
+	meta := e.Meta
+	meta.Size = int64(len(out))
+	d.Entry = cache.NewMemoryEntry(meta, out)
+	d.Header.Set("Etag", d.Entry.ETag())
+	e.Close()
+	return d, true
+}
+
+// latestFromList is the highest version of the module's cached list that
+// who may fetch.
+func (x *Exchange) latestFromList(ctx context.Context, rules *policy.Rules, who policy.Subject) (string, bool) {
+	list := goproxy.Request{Kind: goproxy.KindList, Module: x.req.Module}
+	e, err := x.p.cache.Get(ctx, list.Path())
+	if err != nil {
+		return "", false
+	}
+	defer e.Close()
+	body, err := io.ReadAll(io.LimitReader(e.Reader(), MaxListBytes+1))
+	if err != nil || e.Status != http.StatusOK {
+		return "", false
+	}
+	var versions []string
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			versions = append(versions, f[0])
+		}
+	}
+	return rules.Latest(who, x.req.Module, versions)
+}
+
 // serveEntry answers with e, or with a denial for a private negative entry.
 func (x *Exchange) serveEntry(ctx context.Context, e *cache.Entry, status string) Decision {
 	x.cache = status
@@ -405,6 +505,9 @@ func (x *Exchange) serveEntry(ctx context.Context, e *cache.Entry, status string
 		if x.reason == "" {
 			x.reason = http.StatusText(e.Status) + " upstream"
 		}
+	}
+	if d, ok := x.filtered(ctx, e); ok {
+		return d
 	}
 	return Decision{Action: Hit, Entry: e, Status: e.Status, Header: x.entryHeader(e)}
 }

@@ -56,6 +56,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -208,6 +209,10 @@ type Options struct {
 	// Authenticator establishes who sent each request. Default: none,
 	// every request anonymous (identified by address and certificate).
 	Authenticator Authenticator
+	// Rules decide which module versions each identity may fetch, and
+	// filter the version lists it is answered with. Default: none, every
+	// version of every allowed module.
+	Rules *policy.Rules
 	// Budget rations misses. Default: none.
 	Budget Budget
 	// Health receives passive health reports. Default: none.
@@ -245,6 +250,7 @@ type Processor struct {
 	cache              Cache
 	flights            Coalescer
 	auth               Authenticator
+	rules              atomic.Pointer[policy.Rules]
 	verifier           Verifier
 	budget             Budget
 	health             Health
@@ -294,6 +300,7 @@ func New(opts Options) (*Processor, error) {
 			return nil, err
 		}
 	}
+	p.rules.Store(opts.Rules)
 	if p.flights == nil {
 		p.flights = new(localFlights)
 	}
@@ -311,6 +318,10 @@ func New(opts Options) (*Processor, error) {
 	}
 	return p, nil
 }
+
+// SetRules replaces the policy rules, atomically: requests already past
+// their decision keep the rules they were decided by.
+func (p *Processor) SetRules(r *policy.Rules) { p.rules.Store(r) }
 
 // Logger returns the processor's logger, for front ends that log beside it.
 func (p *Processor) Logger() *slog.Logger { return p.log }

@@ -22,8 +22,10 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"gopkg.in/yaml.v3"
 
+	"github.com/modgate/modgate/auth"
 	"github.com/modgate/modgate/budget"
 	"github.com/modgate/modgate/cache"
+	"github.com/modgate/modgate/policy"
 	"github.com/modgate/modgate/upstream"
 	"github.com/modgate/modgate/verify"
 )
@@ -101,6 +103,12 @@ type fileConfig struct {
 	// private upstreams may see. Default: the patterns in `go env`
 	// GOPRIVATE, GONOPROXY and GONOSUMDB. An explicit empty list means none.
 	Private []string `yaml:"private"`
+	// Auth authenticates clients: tokens, and identities of certificates.
+	// Default: none; every client anonymous.
+	Auth authConfig `yaml:"auth"`
+	// Policy is the rules of who may fetch which module versions.
+	// Default: every version of every allowed module, for everyone.
+	Policy policy.RulesConfig `yaml:"policy"`
 	// VCS makes modgate the origin of private modules that live in Git:
 	// requests for modules matching vcs.patterns are filled by running the
 	// go command against their repositories. Default: none (absent).
@@ -291,6 +299,25 @@ type limitsConfig struct {
 	FetchTimeout time.Duration `yaml:"fetch_timeout"`
 	// MaxHeaderBytes limits a client's request headers. Default 32 KiB.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+}
+
+// authConfig is the auth: section.
+type authConfig struct {
+	// Tokens is the tokens file (modgate token create writes it); it is
+	// reloaded on SIGHUP. Default: none.
+	Tokens string `yaml:"tokens"`
+	// Required refuses anonymous requests with 401 and a Basic challenge.
+	// Default false. The go command sends credentials only over HTTPS.
+	Required bool `yaml:"required"`
+	// Identities gives groups to verified client certificates, by SPIFFE
+	// ID or subject. Default: none.
+	Identities map[string][]string `yaml:"identities"`
+	// Failures rations wrong credentials per source: Max in Window, then
+	// 429. Default 10 a minute.
+	Failures struct {
+		Max    int           `yaml:"max"`
+		Window time.Duration `yaml:"window"`
+	} `yaml:"failures"`
 }
 
 // vcsConfig is the vcs: section: the VCS origin and its fetcher.
@@ -499,6 +526,17 @@ func (c *fileConfig) check() error {
 	}
 	if err := c.VCS.check(); err != nil {
 		return err
+	}
+	if _, err := policy.NewRules(c.Policy); err != nil {
+		return err
+	}
+	if c.Auth.Required && c.Auth.Tokens == "" && len(c.Auth.Identities) == 0 {
+		return errors.New("auth.required: no auth.tokens and no auth.identities: nobody could authenticate")
+	}
+	for id, groups := range c.Auth.Identities {
+		if err := auth.CheckGroups(groups); err != nil {
+			return fmt.Errorf("auth.identities[%q]: %w", id, err)
+		}
 	}
 	if c.SumDBURL != "" {
 		if _, err := upstream.Parse("sumdb_url", c.SumDBURL, false); err != nil {

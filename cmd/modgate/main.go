@@ -33,6 +33,8 @@ var commands = []command{
 	{"cache", "show cache statistics or purge a module from a running gateway", cacheCmd},
 	{"ledger", "list or verify the private-module checksum ledger", ledgerCmd},
 	{"client-env", "print the go env -w line that points a go command at this gateway", clientEnvCmd},
+	{"token", "create, list or revoke the client tokens go commands authenticate with", tokenCmd},
+	{"policy", "check which module versions an identity may fetch, or validate the policy rules", policyCmd},
 	{"certs", "create a development CA and mesh certificates", certsCmd},
 	{"audit", "verify the hash chain of audit files", auditCmd},
 	{"redirect", "attach, detach or inspect the eBPF transparent redirect (root)", redirectCmd},

@@ -33,6 +33,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/modgate/modgate/audit"
+	"github.com/modgate/modgate/auth"
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/capability"
 	"github.com/modgate/modgate/extproc"
@@ -282,6 +283,8 @@ type standalone struct {
 	caps *capability.Key
 	// meshTLS is the mesh listeners' server TLS, nil when mesh_tls is off.
 	meshTLS *tls.Config
+	proc    *gate.Processor
+	auth    *auth.Authenticator // nil without an auth section
 	// vcs is the VCS origin's handler (guarded by its patterns), nil
 	// without a vcs section; vcsOrigin is the origin itself.
 	vcs       http.Handler
@@ -368,7 +371,18 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		return nil, err
 	}
 	refusePrivNotFound, _ := cfg.refusePrivateNotFound() // checked with the config
+	rules, err := policy.NewRules(cfg.Policy)
+	if err != nil {
+		g.close()
+		return nil, err
+	}
+	authn, err := g.openAuth(cfg)
+	if err != nil {
+		g.close()
+		return nil, err
+	}
 	opts := gate.Options{
+		Rules:                 rules,
 		Policy:                pol,
 		Upstreams:             g.health,
 		Health:                g.health,
@@ -384,11 +398,15 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	if bud != nil {
 		opts.Budget = bud // a nil *budget.Budget would be a non-nil interface
 	}
+	if authn != nil {
+		opts.Authenticator = gateAuth{authn}
+	}
 	proc, err := gate.New(opts)
 	if err != nil {
 		g.close()
 		return nil, err
 	}
+	g.proc, g.auth = proc, authn
 	g.extproc = extproc.NewServer(proc, extproc.ServerOptions{MaxImmediateBytes: int64(cfg.ImmediateMaxBytes), Capability: g.caps, Logger: log, Observer: g.metrics})
 	g.handler, err = gateway.New(gateway.Options{
 		Processor:    proc,
@@ -487,6 +505,43 @@ func (g *standalone) tracer() trace.Tracer {
 		return nil
 	}
 	return g.tracing.Tracer("github.com/modgate/modgate")
+}
+
+// openAuth makes the authenticator of the auth section, nil if there is
+// none: the tokens file must load.
+func (g *standalone) openAuth(cfg *fileConfig) (*auth.Authenticator, error) {
+	a := cfg.Auth
+	if a.Tokens == "" && !a.Required && len(a.Identities) == 0 {
+		return nil, nil
+	}
+	c := auth.Config{Required: a.Required, Identities: a.Identities, Failures: auth.FailureLimit{Max: a.Failures.Max, Window: a.Failures.Window}}
+	if a.Tokens != "" {
+		t, err := auth.Load(a.Tokens)
+		if err != nil {
+			return nil, fmt.Errorf("auth.tokens: %w", err)
+		}
+		c.Tokens = t
+	}
+	authn, err := auth.New(c)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	if a.Required && cfg.TLS.Cert == "" && cfg.Listen != "off" && !isLoopback(cfg.Listen) {
+		g.log.Warn("auth.required on a plain-HTTP listener that is not loopback: the go command sends credentials only over HTTPS, so its requests here will all be refused (set tls.cert and tls.key)", "listen", cfg.Listen)
+	}
+	g.log.Info("authentication", "tokens", c.Tokens.Len(), "required", a.Required, "identities", len(a.Identities))
+	return authn, nil
+}
+
+// gateAuth is the authenticator as the processor declares it.
+type gateAuth struct{ a *auth.Authenticator }
+
+func (g gateAuth) Authenticate(ctx context.Context, h http.Header, c gate.Client) (gate.Identity, error) {
+	id, err := g.a.Authenticate(ctx, h, auth.Peer{Addr: c.Addr, Subject: c.Subject, URISANs: c.URISANs, CertSHA256: c.CertSHA256})
+	if errors.Is(err, auth.ErrUnauthenticated) {
+		err = fmt.Errorf("%w: %w", gate.ErrUnauthenticated, err)
+	}
+	return gate.Identity(id), err
 }
 
 // openVCS starts the VCS origin: the go command fetching private modules
@@ -825,17 +880,37 @@ func (g *standalone) reloadOnHUP(ctx context.Context) {
 			g.log.Warn("SIGHUP: no config file to reload")
 			continue
 		}
-		cfg, err := loadConfig(g.cfgPath)
-		if err == nil {
-			var set *upstream.Set
-			if set, err = cfg.upstreams(g.env); err == nil {
-				g.health.Configure(set)
-				g.log.Info("config reloaded", "file", g.cfgPath, "public", len(set.Public), "private", len(set.Private))
-				continue
-			}
+		if err := g.reload(); err != nil {
+			g.log.Error("config reload refused; the running configuration stays", "file", g.cfgPath, "err", err)
 		}
-		g.log.Error("config reload refused; the running configuration stays", "file", g.cfgPath, "err", err)
 	}
+}
+
+// reload applies what SIGHUP reloads: the upstream list, the policy
+// rules and the tokens file. Everything is checked before anything
+// changes; a file that does not load changes nothing.
+func (g *standalone) reload() error {
+	cfg, err := loadConfig(g.cfgPath)
+	if err != nil {
+		return err
+	}
+	set, err := cfg.upstreams(g.env)
+	if err != nil {
+		return err
+	}
+	rules, err := policy.NewRules(cfg.Policy)
+	if err != nil {
+		return err
+	}
+	if g.auth != nil && g.cfg.Auth.Tokens != "" {
+		if err := g.auth.Reload(g.cfg.Auth.Tokens); err != nil {
+			return fmt.Errorf("auth.tokens: %w", err)
+		}
+	}
+	g.health.Configure(set)
+	g.proc.SetRules(rules)
+	g.log.Info("config reloaded", "file", g.cfgPath, "public", len(set.Public), "private", len(set.Private), "rules", len(cfg.Policy.Rules))
+	return nil
 }
 
 // refuseTLS audits a captured connection that started a TLS handshake,

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/modgate/modgate/audit"
+	"github.com/modgate/modgate/auth"
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/gate"
 	"github.com/modgate/modgate/goproxy"
@@ -124,6 +125,11 @@ type setup struct {
 	tamper     map[string][]byte // module path → body, served by every public upstream
 	delay      time.Duration     // every public module request waits this long
 	drained    bool              // after before, every upstream is drained (configured, none healthy)
+	rules      policy.RulesConfig
+	// auth requires a token: the row's client presents a valid one
+	// (Bearer) unless credentials says otherwise.
+	auth        bool
+	credentials string // "none": no Authorization; "wrong": the client's own bogus one
 }
 
 // want is what a row expects in one mode.
@@ -131,12 +137,14 @@ type want struct {
 	status      int
 	auditStatus int    // the audited status when it differs from status (-1: none sent)
 	body        string // substring of the body
+	notBody     string // not a substring of the body
 	cache       string // X-Modgate-Cache and the audit's cache status
 	decision    string
 	rule        string
 	upstream    string // the upstream the audit credits
 	verified    string // the audit's verification value
 	reset       bool   // the stream is reset mid-body
+	user        string // the audit's user.name
 	// saw counts, per upstream name, the requests for the row's canonical
 	// path (all its requests, before and after).
 	saw map[string]int
@@ -176,6 +184,19 @@ func Run(t *testing.T, fe FrontEnd) {
 const (
 	sumdbName = testproxy.DefaultSumDB
 	bigPath   = "example.com/big"
+)
+
+// Policy rules of the rows that test them.
+var (
+	denyOld = policy.RulesConfig{Rules: []policy.RuleConfig{
+		{Name: "old-a", Match: "example.com/a", Versions: "<v1.1.0", Action: "deny", Reason: "use v1.1.0 or later"},
+	}}
+	blockMod = policy.RulesConfig{Rules: []policy.RuleConfig{
+		{Name: "old-a", Match: "example.com/a", Versions: "<v1.1.0", Action: "deny", BlockMod: true},
+	}}
+	denyNew = policy.RulesConfig{Rules: []policy.RuleConfig{
+		{Name: "new-a", Match: "example.com/a", Versions: ">=v1.1.0", Action: "deny"},
+	}}
 )
 
 func rows() []row {
@@ -282,6 +303,28 @@ func rows() []row {
 			want: want{status: 503, body: "drained", cache: "miss", decision: "forward", rule: "upstream", saw: one("pub0", 0)}},
 		{name: "private miss while drained is 503", target: "/corp.example/private/@v/list", setup: setup{drained: true},
 			want: want{status: 503, cache: "miss", decision: "forward", rule: "upstream", saw: map[string]int{"priv0": 0}}},
+		{name: "version denied by a rule", target: "/example.com/a/@v/v1.0.0.zip", setup: setup{rules: denyOld},
+			want: want{status: 403, body: `example.com/a v1.0.0 is denied by rule "old-a": use v1.1.0 or later`, cache: "bypass", decision: "deny", rule: "old-a", saw: one("pub0", 0)}},
+		{name: "info of a denied version", target: "/example.com/a/@v/v1.0.0.info", setup: setup{rules: denyOld},
+			want: want{status: 403, cache: "bypass", decision: "deny", rule: "old-a", saw: one("pub0", 0)}},
+		{name: "go.mod of a denied version stays servable", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{rules: denyOld},
+			want: want{status: 200, body: "module example.com/a", cache: "miss", decision: "forward", rule: "old-a", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
+		{name: "go.mod refused with block_mod", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{rules: blockMod},
+			want: want{status: 403, cache: "bypass", decision: "deny", rule: "old-a", saw: one("pub0", 0)}},
+		{name: "list filtered", target: "/example.com/a/@v/list", setup: setup{rules: denyOld},
+			want: want{status: 200, body: "v1.1.0", notBody: "v1.0.0", cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 1)}},
+		{name: "cached list filtered", target: "/example.com/a/@v/list", before: []string{"/example.com/a/@v/list"}, setup: setup{rules: denyNew},
+			want: want{status: 200, body: "v1.0.0", notBody: "v1.1.0", cache: "hit", decision: "serve", saw: one("pub0", 1)}},
+		{name: "latest denied is the highest allowed", target: "/example.com/a/@latest", before: []string{"/example.com/a/@v/list"}, setup: setup{rules: denyNew},
+			want: want{status: 200, body: `"v1.0.0"`, cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 1)}},
+		{name: "token accepted", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{auth: true},
+			want: want{status: 200, cache: "miss", decision: "forward", upstream: "pub0", verified: "verified", user: "ci", saw: one("pub0", 1)}},
+		{name: "no token when required", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{auth: true, credentials: "none"},
+			want: want{status: 401, cache: "bypass", decision: "deny", rule: "auth", saw: one("pub0", 0)},
+			mesh: &want{status: 200, cache: "miss", decision: "forward", upstream: "pub0", verified: "verified", user: "spiffe://modgate.test/ns/ci/sa/builder", saw: one("pub0", 1)},
+			why:  "in the mesh every client comes through its sidecar's mTLS, whose verified SPIFFE ID is an identity; the standalone client here has no certificate"},
+		{name: "wrong token", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{auth: true, credentials: "wrong"},
+			want: want{status: 401, cache: "bypass", decision: "deny", rule: "auth", saw: one("pub0", 0)}},
 		{name: "coalesced", target: "/example.com/a/@v/v1.0.0.zip", concurrent: 3, setup: setup{delay: 300 * time.Millisecond},
 			want: want{status: 200, cache: "miss|coalesced", decision: "forward|serve", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
 		{name: "tampered zip", target: "/example.com/a/@v/v1.0.0.zip", setup: setup{tamper: map[string][]byte{"example.com/a": nil}},
@@ -317,15 +360,25 @@ func (r row) run(t *testing.T, fe FrontEnd, mods []*testproxy.Module) {
 	n := max(r.concurrent, 1)
 	resps := make([]*Response, n)
 	var wg sync.WaitGroup
+	header := clientHeader.Clone()
+	switch {
+	case r.setup.credentials == "none":
+		header.Del("Authorization")
+	case r.setup.auth && r.setup.credentials == "":
+		header.Set("Authorization", "Bearer "+h.token)
+	}
 	for i := range n {
 		wg.Go(func() {
-			resps[i] = h.do(t, Request{Method: method, Target: r.target, Header: clientHeader.Clone()})
+			resps[i] = h.do(t, Request{Method: method, Target: r.target, Header: header.Clone()})
 		})
 	}
 	wg.Wait()
 
 	caches := map[string]bool{}
 	for _, resp := range resps {
+		if w.notBody != "" && strings.Contains(string(resp.Body), w.notBody) {
+			t.Errorf("%s %s = %q, which must not contain %q", method, r.target, clip(resp.Body), w.notBody)
+		}
 		if resp.Status != w.status || !strings.Contains(string(resp.Body), w.body) || resp.Reset != w.reset {
 			t.Errorf("%s %s = %d %q (reset %v), want %d containing %q (reset %v)", method, r.target, resp.Status, clip(resp.Body), resp.Reset, w.status, w.body, w.reset)
 		}
@@ -417,6 +470,14 @@ func checkEvent(t *testing.T, ev audit.Event, method, target string, w want, ip 
 	if ev.Modgate.Upstream != w.upstream || ev.Modgate.Verification != w.verified {
 		t.Errorf("audit upstream, verification = %q, %q; want %q, %q", ev.Modgate.Upstream, ev.Modgate.Verification, w.upstream, w.verified)
 	}
+	if got := ""; ev.User != nil || w.user != "" {
+		if ev.User != nil {
+			got = ev.User.Name
+		}
+		if got != w.user {
+			t.Errorf("audit user.name = %q, want %q", got, w.user)
+		}
+	}
 	if ev.Source == nil || ev.Source.IP != ip || ev.URL == nil || ev.URL.Path != target {
 		t.Errorf("audit source, url = %+v, %+v; want %s and %q", ev.Source, ev.URL, ip, target)
 	}
@@ -488,6 +549,7 @@ type harness struct {
 	audit  *AuditLog
 	health *healthLog
 	set    *drainable
+	token  string // a valid token, when the row requires one
 	mods   []*testproxy.Module
 }
 
@@ -572,8 +634,30 @@ func start(t *testing.T, fe FrontEnd, s setup, mods []*testproxy.Module) *harnes
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { v.Close() })
+	rules, err := policy.NewRules(s.rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var authn gate.Authenticator
+	if s.auth {
+		tokens := filepath.Join(t.TempDir(), "tokens")
+		if h.token, err = auth.Create(tokens, "ci", []string{"release"}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		set, err := auth.Load(tokens)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := auth.New(auth.Config{Tokens: set, Required: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		authn = authenticator{a}
+	}
 	proc, err := gate.New(gate.Options{
-		Policy: pol, Upstreams: set, Cache: c, Verifier: v, Audit: aw, Logger: log, Now: h.clock.Now, Health: h.health,
+		Authenticator: authn,
+		Rules:         rules,
+		Policy:        pol, Upstreams: set, Cache: c, Verifier: v, Audit: aw, Logger: log, Now: h.clock.Now, Health: h.health,
 		RefusePrivateNotFound: s.refusePriv,
 	})
 	if err != nil {
@@ -595,6 +679,14 @@ func (h *harness) serving(ups []*upstream.Upstream) []*upstream.Upstream {
 		}
 	}
 	return out
+}
+
+// authenticator is package auth's, as the processor declares it.
+type authenticator struct{ a *auth.Authenticator }
+
+func (a authenticator) Authenticate(ctx context.Context, h http.Header, c gate.Client) (gate.Identity, error) {
+	id, err := a.a.Authenticate(ctx, h, auth.Peer{Addr: c.Addr, Subject: c.Subject, URISANs: c.URISANs, CertSHA256: c.CertSHA256})
+	return gate.Identity(id), err
 }
 
 // drainable is the processor's upstreams, which a row can drain: all

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+
+	"golang.org/x/mod/module"
+	"golang.org/x/mod/semver"
+	"gopkg.in/yaml.v3"
+
+	"github.com/modgate/modgate/goproxy"
+	"github.com/modgate/modgate/policy"
+)
+
+const policyUsage = `Usage:
+
+	modgate policy check MODULE@VERSION [--as NAME] [--group G]... [--config F]
+	modgate policy validate [--config F]
+
+The policy section of the config file says who may fetch which module
+versions. Rules are tried in order; the first that applies decides:
+
+	policy:
+	  default: allow              # or deny; default allow
+	  rules:
+	    - name: no-old-yaml       # in denials and the audit; default "rule N"
+	      match: gopkg.in/yaml.v2 # GOPRIVATE glob syntax; required
+	      versions: "<v2.4.0"     # optional; quote it: YAML reads > as a block
+	      groups: [ci, release]   # optional: only identities in these groups
+	      action: deny            # allow or deny; required
+	      reason: use v2.4.0 or later
+	      block_mod: false        # also refuse the .mod of denied versions
+
+A range is comparators that must all hold: "<v1.4.2", ">=v2.0.0 <v2.3.0",
+"=v1.0.0" or "v1.0.0"; versions compare as semver says (a prerelease
+sorts before its release). A denied version's .zip and .info are refused;
+its .mod is still served unless block_mod is set or the whole module is
+denied. Lists are filtered and @latest names an allowed version.
+
+check decides for the .zip of MODULE@VERSION, as a request by NAME (--as),
+or by an anonymous client without --as, and prints the decision and the
+rule. The groups of NAME come from --group. Exit status: 0 allow, 1 deny,
+2 bad usage.
+
+validate checks the policy section and prints "ok: N rules", or fails
+naming the field in error.
+
+Without --config, modgate.yaml in the current directory is read if it
+exists; without either, the policy is empty and allows everything.
+
+Flags:
+`
+
+// policyDefaultConfig is the config file policy reads without --config.
+const policyDefaultConfig = "modgate.yaml"
+
+// policyCmd runs `modgate policy`.
+func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		configPath, as string
+		groups         []string
+	)
+	flags := newFlagSet("policy", policyUsage, stderr)
+	flags.StringVar(&configPath, "config", "", "the gateway's YAML config `file` (default: ./"+policyDefaultConfig+" if it exists)")
+	flags.StringVar(&as, "as", "", "check: decide for the identity `NAME` (default: an anonymous client)")
+	flags.Func("group", "check: a `group` of the --as identity; repeat for more", func(g string) error {
+		groups = append(groups, g)
+		return nil
+	})
+	sub, err := parseSub(flags, args, "check", "validate")
+	if err != nil {
+		return policyFlagError(err)
+	}
+	pos, err := policyArgs(flags)
+	if err != nil {
+		return policyFlagError(err)
+	}
+
+	if sub == "validate" {
+		if len(pos) > 0 {
+			return usageError{fmt.Sprintf("policy validate: unexpected argument %q", pos[0])}
+		}
+		if as != "" || len(groups) > 0 {
+			return usageError{"policy validate: --as and --group are flags of check"}
+		}
+		cfg, _, err := loadPolicy(configPath)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "ok: %d rules\n", len(cfg.Rules))
+		return nil
+	}
+
+	if len(pos) != 1 {
+		return usageError{"policy check: want one MODULE@VERSION"}
+	}
+	mod, version, err := parseModuleVersion(pos[0])
+	if err != nil {
+		return usageError{"policy check: " + err.Error()}
+	}
+	if len(groups) > 0 && as == "" {
+		return usageError{"policy check: --group needs --as NAME: an anonymous client is in no group"}
+	}
+	for _, g := range groups {
+		if err := policy.CheckGroup(g); err != nil {
+			return usageError{"policy check: --group " + err.Error()}
+		}
+	}
+	_, rules, err := loadPolicy(configPath)
+	if err != nil {
+		return err
+	}
+	v := rules.Decide(policy.Subject{Name: as, Groups: groups}, mod, version, goproxy.KindZip)
+	fmt.Fprintln(stdout, checkLine(mod+"@"+version, v))
+	if !v.Allow {
+		return fmt.Errorf("policy check: denied; a go command would be told: %s", v.Reason)
+	}
+	return nil
+}
+
+// policyFlagError makes an error of flag parsing a usage error (exit status 2).
+// The flag package has printed it and the usage already.
+func policyFlagError(err error) error {
+	var ue usageError
+	if errors.Is(err, flag.ErrHelp) || errors.As(err, &ue) {
+		return err
+	}
+	return usageError{"policy: " + err.Error()}
+}
+
+// checkLine is the line `policy check` prints for the verdict v on
+// target (MODULE@VERSION): `allow|deny TARGET (default)`, or
+// `allow|deny TARGET by rule "NAME"`, followed by ": REASON" if the rule
+// has a reason.
+func checkLine(target string, v policy.RuleVerdict) string {
+	decision := "deny"
+	if v.Allow {
+		decision = "allow"
+	}
+	if v.Rule == policy.RuleDefault {
+		return fmt.Sprintf("%s %s (default)", decision, target)
+	}
+	line := fmt.Sprintf("%s %s by rule %q", decision, target, v.Rule)
+	if v.RuleReason != "" {
+		line += ": " + v.RuleReason
+	}
+	return line
+}
+
+// parseModuleVersion splits and checks MODULE@VERSION, which must name a
+// module path and a canonical version of it, as a .zip request does.
+func parseModuleVersion(arg string) (mod, version string, err error) {
+	mod, version, ok := strings.Cut(arg, "@")
+	if !ok || mod == "" || version == "" {
+		return "", "", fmt.Errorf("%q: want MODULE@VERSION, such as golang.org/x/mod@v0.20.0", arg)
+	}
+	if err := module.CheckPath(mod); err != nil {
+		return "", "", err
+	}
+	if !semver.IsValid(version) {
+		return "", "", fmt.Errorf("%q is not a version: check decides for an explicit version, such as v1.2.3", version)
+	}
+	if cv := module.CanonicalVersion(version); cv != version {
+		return "", "", fmt.Errorf("version %q is not canonical: use %q", version, cv)
+	}
+	if err := module.Check(mod, version); err != nil {
+		return "", "", err
+	}
+	return mod, version, nil
+}
+
+// policyArgs continues parsing flags after parseSub, so that flags may
+// also follow the positional arguments (check MODULE@VERSION --as NAME).
+// It returns the positional arguments. No module path or version begins
+// with "-", so every argument that does is a flag.
+func policyArgs(flags *flag.FlagSet) ([]string, error) {
+	var pos []string
+	for args := flags.Args(); len(args) > 0; args = flags.Args() {
+		pos = append(pos, args[0])
+		if err := flags.Parse(args[1:]); err != nil {
+			return nil, err
+		}
+	}
+	return pos, nil
+}
+
+// policyFile is the part of the config file that `modgate policy` reads:
+// the policy section, strictly, and any other keys, unchecked.
+type policyFile struct {
+	Policy policy.RulesConfig `yaml:"policy"`
+	Rest   map[string]any     `yaml:",inline"` // the gateway's other settings
+}
+
+// loadPolicy reads the policy section of the config file at path, or of
+// ./modgate.yaml if path is "" and that file exists, and checks it.
+func loadPolicy(path string) (policy.RulesConfig, *policy.Rules, error) {
+	explicit := path != ""
+	if !explicit {
+		path = policyDefaultConfig
+	}
+	data, err := os.ReadFile(path)
+	if !explicit && errors.Is(err, fs.ErrNotExist) {
+		rules, err := policy.NewRules(policy.RulesConfig{})
+		return policy.RulesConfig{}, rules, err
+	}
+	if err != nil {
+		return policy.RulesConfig{}, nil, fmt.Errorf("config: %w", err)
+	}
+	var f policyFile
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	// Strict inside the policy section; Rest takes the other keys.
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		return policy.RulesConfig{}, nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	rules, err := policy.NewRules(f.Policy)
+	if err != nil {
+		return policy.RulesConfig{}, nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return f.Policy, rules, nil
+}
