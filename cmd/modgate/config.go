@@ -483,8 +483,6 @@ func loadConfig(path string) (*fileConfig, error) {
 	return cfg, nil
 }
 
-// check validates the fields that are not checked by the constructors they
-// feed.
 // refusePrivateNotFound reports whether a private 404/410 becomes a 403,
 // from private_not_found or, if only it is set, pass_private_not_found.
 func (c *fileConfig) refusePrivateNotFound() (bool, error) {
@@ -505,6 +503,8 @@ func (c *fileConfig) refusePrivateNotFound() (bool, error) {
 	return refuse, nil
 }
 
+// check validates the fields that are not checked by the constructors they
+// feed.
 func (c *fileConfig) check() error {
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		return errors.New("tls: cert and key go together")

@@ -1,20 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"strings"
 
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/semver"
-	"gopkg.in/yaml.v3"
 
+	"github.com/modgate/modgate/auth"
 	"github.com/modgate/modgate/goproxy"
 	"github.com/modgate/modgate/policy"
 )
@@ -46,7 +44,8 @@ denied. Lists are filtered and @latest names an allowed version.
 
 check decides for the .zip of MODULE@VERSION, as a request by NAME (--as),
 or by an anonymous client without --as, and prints the decision and the
-rule. The groups of NAME come from --group. Exit status: 0 allow, 1 deny,
+rule. The groups of NAME come from --group, or else from its token in
+auth.tokens. Exit status: 0 allow, 1 deny,
 2 bad usage.
 
 validate checks the policy section and prints "ok: N rules", or fails
@@ -94,7 +93,7 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "ok: %d rules\n", len(cfg.Rules))
+		fmt.Fprintf(stdout, "ok: %d rules\n", len(cfg.Policy.Rules))
 		return nil
 	}
 
@@ -113,9 +112,12 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return usageError{"policy check: --group " + err.Error()}
 		}
 	}
-	_, rules, err := loadPolicy(configPath)
+	cfg, rules, err := loadPolicy(configPath)
 	if err != nil {
 		return err
+	}
+	if len(groups) == 0 {
+		groups, _ = groupsOf(cfg, as) // the token's groups, as the server sees them
 	}
 	v := rules.Decide(policy.Subject{Name: as, Groups: groups}, mod, version, goproxy.KindZip)
 	fmt.Fprintln(stdout, checkLine(mod+"@"+version, v))
@@ -191,38 +193,40 @@ func policyArgs(flags *flag.FlagSet) ([]string, error) {
 	return pos, nil
 }
 
-// policyFile is the part of the config file that `modgate policy` reads:
-// the policy section, strictly, and any other keys, unchecked.
-type policyFile struct {
-	Policy policy.RulesConfig `yaml:"policy"`
-	Rest   map[string]any     `yaml:",inline"` // the gateway's other settings
-}
-
 // loadPolicy reads the policy section of the config file at path, or of
 // ./modgate.yaml if path is "" and that file exists, and checks it.
-func loadPolicy(path string) (policy.RulesConfig, *policy.Rules, error) {
-	explicit := path != ""
-	if !explicit {
-		path = policyDefaultConfig
+func loadPolicy(path string) (*fileConfig, *policy.Rules, error) {
+	if path == "" {
+		if _, err := os.Stat(policyDefaultConfig); err == nil {
+			path = policyDefaultConfig
+		}
 	}
-	data, err := os.ReadFile(path)
-	if !explicit && errors.Is(err, fs.ErrNotExist) {
-		rules, err := policy.NewRules(policy.RulesConfig{})
-		return policy.RulesConfig{}, rules, err
-	}
+	// The gateway's own loader: what passes here is what serve accepts.
+	cfg, err := loadConfig(path)
 	if err != nil {
-		return policy.RulesConfig{}, nil, fmt.Errorf("config: %w", err)
+		return nil, nil, err
 	}
-	var f policyFile
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	// Strict inside the policy section; Rest takes the other keys.
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-		return policy.RulesConfig{}, nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	rules, err := policy.NewRules(f.Policy)
+	rules, err := policy.NewRules(cfg.Policy)
 	if err != nil {
-		return policy.RulesConfig{}, nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	return f.Policy, rules, nil
+	return cfg, rules, nil
+}
+
+// groupsOf returns the groups of the token named name in the config's
+// tokens file, if it has one and the name is there.
+func groupsOf(cfg *fileConfig, name string) ([]string, bool) {
+	if cfg.Auth.Tokens == "" || name == "" {
+		return nil, false
+	}
+	recs, err := auth.List(cfg.Auth.Tokens)
+	if err != nil {
+		return nil, false
+	}
+	for _, r := range recs {
+		if r.Name == name {
+			return r.Groups, true
+		}
+	}
+	return nil, false
 }

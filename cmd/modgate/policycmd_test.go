@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/modgate/modgate/auth"
 )
 
 // policyYAML is a config file with a policy section among other settings.
@@ -166,6 +169,27 @@ func TestPolicyValidate(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		if code := run(t.Context(), args, &stdout, &stderr); code != 2 {
 			t.Errorf("modgate %s = %d (stderr %q), want 2", strings.Join(args, " "), code, stderr.String())
+		}
+	}
+}
+
+// --as NAME takes NAME's groups from the tokens file the config names, as
+// the server would.
+func TestPolicyCheckGroupsFromTokens(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	if _, err := auth.Create(tokens, "alice", []string{"release"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "modgate.yaml")
+	text := "auth:\n  tokens: " + tokens + "\npolicy:\n  default: deny\n  rules:\n    - {name: release-only, match: example.com/m, groups: [release], action: allow}\n"
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for as, want := range map[string]int{"alice": 0, "bob": 1} {
+		var stdout, stderr bytes.Buffer
+		if code := run(t.Context(), []string{"policy", "check", "example.com/m@v1.0.0", "--as", as, "--config", cfg}, &stdout, &stderr); code != want {
+			t.Errorf("policy check --as %s = %d (%q %q), want %d", as, code, stdout.String(), stderr.String(), want)
 		}
 	}
 }
