@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -113,6 +114,21 @@ policy:
 			t.Errorf("go list -m @latest as bob = %q, %v\n%s; want v1.1.0", out, err, stderr)
 		}
 	})
+	t.Run("a denied version in the graph but not selected", func(t *testing.T) {
+		// The client requires a v1.0.0 (denied) and b v1.0.0, which requires
+		// a v1.1.0: the go command reads a@v1.0.0's go.mod and selects
+		// v1.1.0. The go.mod stays servable, so the build goes on.
+		dir := t.TempDir()
+		gomod := "module example.net/client\n\ngo 1.21\n\nrequire (\n\texample.com/a v1.0.0\n\texample.com/b v1.0.0\n)\n"
+		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		env := append(netrcFor(t, base, g.URL, bob), "GOMODCACHE="+t.TempDir())
+		out, stderr, err := testproxy.RunGo(t, dir, env, "list", "-mod=mod", "-m", "all")
+		if err != nil || !strings.Contains(out, "example.com/a v1.1.0") {
+			t.Errorf("go list -m all with a denied, unselected version = %q, %v\n%s; want a v1.1.0 selected", out, err, stderr)
+		}
+	})
 	t.Run("group-scoped rule", func(t *testing.T) {
 		if out, stderr, err := run(netrcFor(t, base, g.URL, alice), "mod", "download", "example.com/a@v1.2.0-rc.1"); err != nil {
 			t.Errorf("alice (release) downloading the rc: %v\n%s\n%s", err, out, stderr)
@@ -147,8 +163,17 @@ policy:
 		if !slices.ContainsFunc(evs, func(e audit.Event) bool { return e.Modgate.Rule == "old-a" && e.Modgate.Decision == "deny" }) {
 			t.Errorf("no audit event of the old-a denial")
 		}
+		resp, err := http.Get(g.Admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics := readAll(t, resp.Body)
+		resp.Body.Close()
 		g.stop(t)
 		for _, tok := range []string{alice, bob} {
+			if strings.Contains(metrics, tok) {
+				t.Errorf("a token appears in the metrics")
+			}
 			for what, text := range map[string]string{"audit": readFile(t, g.audit), "log": g.logText()} {
 				if strings.Contains(text, tok) {
 					t.Errorf("a token appears in the %s", what)
