@@ -424,12 +424,7 @@ func (x *Exchange) filtered(ctx context.Context, e *cache.Entry) (Decision, bool
 	var out []byte
 	switch x.req.Kind {
 	case goproxy.KindList:
-		var versions []string
-		for line := range strings.SplitSeq(string(body), "\n") {
-			if f := strings.Fields(line); len(f) > 0 {
-				versions = append(versions, f[0])
-			}
-		}
+		versions := listVersions(body)
 		allowed := rules.Filter(who, x.req.Module, versions)
 		if len(allowed) == len(versions) {
 			return Decision{}, false
@@ -476,13 +471,19 @@ func (x *Exchange) latestFromList(ctx context.Context, rules *policy.Rules, who 
 	if err != nil || e.Status != http.StatusOK {
 		return "", false
 	}
+	return rules.Latest(who, x.req.Module, listVersions(body))
+}
+
+// listVersions returns the versions of a @v/list body: the first field of
+// each line.
+func listVersions(body []byte) []string {
 	var versions []string
 	for line := range strings.SplitSeq(string(body), "\n") {
 		if f := strings.Fields(line); len(f) > 0 {
 			versions = append(versions, f[0])
 		}
 	}
-	return rules.Latest(who, x.req.Module, versions)
+	return versions
 }
 
 // serveEntry answers with e, or with a denial for a private negative entry.

@@ -129,3 +129,28 @@ func parseSub(fs *flag.FlagSet, args []string, subs ...string) (string, error) {
 	}
 	return sub, fs.Parse(args[1:])
 }
+
+// interspersed continues parsing flags after the first positional
+// argument, so that flags may also follow positional arguments (policy
+// check MODULE@VERSION --as NAME). It returns the positional arguments;
+// every argument that begins with "-" is a flag.
+func interspersed(flags *flag.FlagSet) ([]string, error) {
+	var pos []string
+	for args := flags.Args(); len(args) > 0; args = flags.Args() {
+		pos = append(pos, args[0])
+		if err := flags.Parse(args[1:]); err != nil {
+			return nil, err
+		}
+	}
+	return pos, nil
+}
+
+// flagError makes an error of cmd's flag parsing a usage error (exit
+// status 2); the flag package has printed it and the usage already.
+func flagError(cmd string, err error) error {
+	var ue usageError
+	if errors.Is(err, flag.ErrHelp) || errors.As(err, &ue) {
+		return err
+	}
+	return usageError{cmd + ": " + err.Error()}
+}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -75,11 +73,11 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	})
 	sub, err := parseSub(flags, args, "check", "validate")
 	if err != nil {
-		return policyFlagError(err)
+		return flagError("policy", err)
 	}
-	pos, err := policyArgs(flags)
+	pos, err := interspersed(flags)
 	if err != nil {
-		return policyFlagError(err)
+		return flagError("policy", err)
 	}
 
 	if sub == "validate" {
@@ -127,16 +125,6 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-// policyFlagError makes an error of flag parsing a usage error (exit status 2).
-// The flag package has printed it and the usage already.
-func policyFlagError(err error) error {
-	var ue usageError
-	if errors.Is(err, flag.ErrHelp) || errors.As(err, &ue) {
-		return err
-	}
-	return usageError{"policy: " + err.Error()}
-}
-
 // checkLine is the line `policy check` prints for the verdict v on
 // target (MODULE@VERSION): `allow|deny TARGET (default)`, or
 // `allow|deny TARGET by rule "NAME"`, followed by ": REASON" if the rule
@@ -176,21 +164,6 @@ func parseModuleVersion(arg string) (mod, version string, err error) {
 		return "", "", err
 	}
 	return mod, version, nil
-}
-
-// policyArgs continues parsing flags after parseSub, so that flags may
-// also follow the positional arguments (check MODULE@VERSION --as NAME).
-// It returns the positional arguments. No module path or version begins
-// with "-", so every argument that does is a flag.
-func policyArgs(flags *flag.FlagSet) ([]string, error) {
-	var pos []string
-	for args := flags.Args(); len(args) > 0; args = flags.Args() {
-		pos = append(pos, args[0])
-		if err := flags.Parse(args[1:]); err != nil {
-			return nil, err
-		}
-	}
-	return pos, nil
 }
 
 // loadPolicy reads the policy section of the config file at path, or of

@@ -3,15 +3,11 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/modgate/modgate/auth"
 )
@@ -62,11 +58,11 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	flags.StringVar(&configFile, "config", "", "read the tokens file's name, auth.tokens, from this modgate.yaml `file`")
 	sub, err := parseSub(flags, args, "create", "list", "revoke")
 	if err != nil {
-		return tokenFlagError(err)
+		return flagError("token", err)
 	}
-	pos, err := tokenArgs(flags)
+	pos, err := interspersed(flags)
 	if err != nil {
-		return tokenFlagError(err)
+		return flagError("token", err)
 	}
 
 	switch sub {
@@ -156,40 +152,6 @@ func checkTokenNames(name string, groups []string) error {
 	return nil
 }
 
-// tokenArgs continues parsing flags after parseSub, so that flags may also
-// follow the positional arguments (revoke NAME --tokens FILE), and returns
-// the positional arguments. A name that begins with "-" is given as
-// --name=NAME.
-func tokenArgs(flags *flag.FlagSet) ([]string, error) {
-	var pos []string
-	for args := flags.Args(); len(args) > 0; args = flags.Args() {
-		pos = append(pos, args[0])
-		if err := flags.Parse(args[1:]); err != nil {
-			return nil, err
-		}
-	}
-	return pos, nil
-}
-
-// tokenFlagError makes an error of flag parsing a usage error (exit
-// status 2); the flag package has printed it and the usage already.
-func tokenFlagError(err error) error {
-	var ue usageError
-	if errors.Is(err, flag.ErrHelp) || errors.As(err, &ue) {
-		return err
-	}
-	return usageError{"token: " + err.Error()}
-}
-
-// tokensConfig is the part of modgate.yaml that `modgate token` reads;
-// other keys are ignored.
-type tokensConfig struct {
-	Auth struct {
-		// Tokens is the tokens file.
-		Tokens string `yaml:"tokens"`
-	} `yaml:"auth"`
-}
-
 // tokensPath returns the tokens file: tokensFile if set, else auth.tokens
 // in configFile.
 func tokensPath(tokensFile, configFile string) (string, error) {
@@ -199,13 +161,9 @@ func tokensPath(tokensFile, configFile string) (string, error) {
 	if configFile == "" {
 		return "", usageError{"token: no tokens file: give --tokens FILE, or --config F with auth.tokens"}
 	}
-	data, err := os.ReadFile(configFile)
+	c, err := loadConfig(configFile) // as serve reads it
 	if err != nil {
-		return "", fmt.Errorf("config: %w", err)
-	}
-	var c tokensConfig
-	if err := yaml.Unmarshal(data, &c); err != nil {
-		return "", fmt.Errorf("config %s: %w", configFile, err)
+		return "", err
 	}
 	if c.Auth.Tokens == "" {
 		return "", usageError{fmt.Sprintf("token: config %s sets no auth.tokens: give --tokens FILE", configFile)}
