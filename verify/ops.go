@@ -33,6 +33,7 @@ type ops struct {
 	timeout    time.Duration
 	log        *slog.Logger
 	onSecurity func(msg string)
+	onTree     func(signedNote []byte)
 	root       *os.Root
 
 	mu sync.Mutex // serializes WriteConfig's compare-and-swap
@@ -53,6 +54,7 @@ func newOps(ctx context.Context, cfg Config, key string, onSecurity func(string)
 		timeout:    cfg.FetchTimeout,
 		log:        cfg.Logger,
 		onSecurity: onSecurity,
+		onTree:     cfg.OnTree,
 		root:       root,
 	}, nil
 }
@@ -81,6 +83,18 @@ func (o *ops) ReadConfig(file string) ([]byte, error) {
 
 // WriteConfig replaces old with new, atomically, or reports a conflict.
 func (o *ops) WriteConfig(file string, old, new []byte) error {
+	if err := o.swapConfig(file, old, new); err != nil {
+		return err
+	}
+	// The Client writes NAME/latest only with a signed tree head it has
+	// verified (signature, and consistency with the one before).
+	if o.onTree != nil && strings.HasSuffix(file, "/latest") {
+		o.onTree(new)
+	}
+	return nil
+}
+
+func (o *ops) swapConfig(file string, old, new []byte) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	cur, err := o.ReadConfig(file)

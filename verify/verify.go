@@ -99,6 +99,10 @@ type Config struct {
 	FetchTimeout time.Duration
 	// Ledger records private module hashes. Required.
 	Ledger *ledger.Ledger
+	// OnTree, if set, is called with each newer signed tree head the
+	// Client has verified and stored (the note's text): evidence that the
+	// log had that many records by now, which the cooldown keeps.
+	OnTree func(signedNote []byte)
 	// OnSecurityError is called, once, with the database's own account of
 	// its misbehaviour. Default: nothing beyond the error log.
 	OnSecurityError func(msg string)

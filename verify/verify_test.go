@@ -305,3 +305,36 @@ func TestWriteConfigConflict(t *testing.T) {
 		t.Error("ReadCache escaped the state directory")
 	}
 }
+
+// OnTree hears each verified signed tree head the Client stores.
+func TestOnTree(t *testing.T) {
+	mods, sums := fixtures(t)
+	skey, vkey := newKey(t)
+	d := newDB(t, skey, sums)
+	led, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { led.Close() })
+	var trees [][]byte
+	v, err := New(t.Context(), Config{Key: vkey, Dir: t.TempDir(), Fetch: d.fetch, Ledger: led, Logger: slog.New(slog.DiscardHandler),
+		OnTree: func(n []byte) { trees = append(trees, n) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	a := mods["example.com/a@v1.0.0"]
+	if _, err := v.Mod(a.Path, a.Version, a.Mod, false); err != nil {
+		t.Fatal(err)
+	}
+	if len(trees) != 1 {
+		t.Fatalf("OnTree called %d times, want once", len(trees))
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := note.Open(trees[0], note.VerifierList(verifier)); err != nil {
+		t.Errorf("OnTree got %q, which does not open as a signed note of the database: %v", trees[0], err)
+	}
+}
