@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/mod/module"
+	"golang.org/x/mod/semver"
 
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/cache"
@@ -211,6 +214,11 @@ func (x *Exchange) RequestHeaders(ctx context.Context, r Request) Decision {
 		return x.reject(ctx, &denial{rule: rv.Rule, reason: rv.Reason})
 	} else if rv.Rule != policy.RuleDefault && rv.Rule != "" {
 		x.rule = rv.Rule // the rule that allowed it, for the audit
+	}
+	if cd := x.p.cooldown; cd != nil && gatedVersion(req) {
+		if ok, rule, reason := cd.Admit(ctx, req.Module, req.Version, v.Route == policy.Private); !ok {
+			return x.reject(ctx, &denial{rule: rule, reason: reason})
+		}
 	}
 	x.route = v.Route
 	if v.Route == policy.Local {
@@ -410,7 +418,7 @@ func (x *Exchange) subject() policy.Subject {
 // request alone (Decision.Private).
 func (x *Exchange) filtered(ctx context.Context, e *cache.Entry) (Decision, bool) {
 	rules := x.p.rules.Load()
-	if rules == nil || e.Status != http.StatusOK || (x.req.Kind != goproxy.KindList && x.req.Kind != goproxy.KindLatest) {
+	if (rules == nil && x.p.cooldown == nil) || e.Status != http.StatusOK || (x.req.Kind != goproxy.KindList && x.req.Kind != goproxy.KindLatest) {
 		return Decision{}, false
 	}
 	body := e.Bytes()
@@ -425,7 +433,7 @@ func (x *Exchange) filtered(ctx context.Context, e *cache.Entry) (Decision, bool
 	switch x.req.Kind {
 	case goproxy.KindList:
 		versions := listVersions(body)
-		allowed := rules.Filter(who, x.req.Module, versions)
+		allowed := x.allowed(ctx, rules, who, versions)
 		if len(allowed) == len(versions) {
 			return Decision{}, false
 		}
@@ -438,6 +446,11 @@ func (x *Exchange) filtered(ctx context.Context, e *cache.Entry) (Decision, bool
 			return Decision{}, false // checked when it was stored; served as it is
 		}
 		rv := rules.Decide(who, x.req.Module, info.Version, goproxy.KindZip)
+		if rv.Allow && x.p.cooldown != nil {
+			if ok, rule, reason := x.p.cooldown.Admit(ctx, x.req.Module, info.Version, x.route == policy.Private); !ok {
+				rv = policy.RuleVerdict{Rule: rule, Reason: reason}
+			}
+		}
 		if rv.Allow {
 			return Decision{}, false
 		}
@@ -471,7 +484,51 @@ func (x *Exchange) latestFromList(ctx context.Context, rules *policy.Rules, who 
 	if err != nil || e.Status != http.StatusOK {
 		return "", false
 	}
-	return rules.Latest(who, x.req.Module, listVersions(body))
+	return rules.Latest(who, x.req.Module, x.allowed(ctx, rules, who, listVersions(body)))
+}
+
+// maxCooldownChecks bounds the versions of one list whose age is checked:
+// each check may cost a checksum-database lookup.
+const maxCooldownChecks = 16
+
+// allowed returns the versions who may fetch, in their order: those the
+// rules allow, less those the cooldown holds back. The cooldown is asked
+// from the highest version down until one is admitted: a list's newest
+// versions are the ones that can be too new, and what the go command picks
+// for @latest and go get -u; an older version that is still held back is
+// refused when it is fetched.
+func (x *Exchange) allowed(ctx context.Context, rules *policy.Rules, who policy.Subject, versions []string) []string {
+	if rules != nil {
+		versions = rules.Filter(who, x.req.Module, versions)
+	}
+	cd := x.p.cooldown
+	if cd == nil {
+		return versions
+	}
+	sorted := slices.Clone(versions)
+	semver.Sort(sorted)
+	held := map[string]bool{}
+	for i, n := len(sorted)-1, 0; i >= 0 && n < maxCooldownChecks; i, n = i-1, n+1 {
+		if ok, _, _ := cd.Admit(ctx, x.req.Module, sorted[i], x.route == policy.Private); ok {
+			break
+		}
+		held[sorted[i]] = true
+	}
+	return slices.DeleteFunc(slices.Clone(versions), func(v string) bool { return held[v] })
+}
+
+// gatedVersion reports whether req fetches a particular version's code,
+// which the cooldown holds back: a .zip, or the .info of a canonical
+// version. A .mod stays servable, as for the rules: the go command reads
+// the go.mod files of versions it never builds.
+func gatedVersion(req goproxy.Request) bool {
+	switch req.Kind {
+	case goproxy.KindZip:
+		return true
+	case goproxy.KindInfo:
+		return module.CanonicalVersion(req.Version) == req.Version && req.Version != ""
+	}
+	return false
 }
 
 // listVersions returns the versions of a @v/list body: the first field of

@@ -112,6 +112,15 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, h http.Header, peer Client) (Identity, error)
 }
 
+// Cooldown holds back versions whose age is not proven to be at least a
+// minimum (package cooldown). Admit reports whether path@version may be
+// fetched; if not, rule and reason say why, in words for the developer
+// (when it becomes available, or why its age cannot be proven). It may
+// consult the checksum database and must be safe for concurrent use.
+type Cooldown interface {
+	Admit(ctx context.Context, path, version string, private bool) (ok bool, rule, reason string)
+}
+
 // ErrUnauthenticated is an Authenticator's error for a request without
 // valid credentials where they are needed, or with wrong ones.
 var ErrUnauthenticated = errors.New("authentication required")
@@ -213,6 +222,9 @@ type Options struct {
 	// filter the version lists it is answered with. Default: none, every
 	// version of every allowed module.
 	Rules *policy.Rules
+	// Cooldown holds back the code of versions too new or of unproven
+	// age, and leaves them out of version lists. Default: none.
+	Cooldown Cooldown
 	// Budget rations misses. Default: none.
 	Budget Budget
 	// Health receives passive health reports. Default: none.
@@ -250,6 +262,7 @@ type Processor struct {
 	cache              Cache
 	flights            Coalescer
 	auth               Authenticator
+	cooldown           Cooldown
 	rules              atomic.Pointer[policy.Rules]
 	verifier           Verifier
 	budget             Budget
@@ -283,6 +296,7 @@ func New(opts Options) (*Processor, error) {
 		cache:              opts.Cache,
 		flights:            opts.Coalescer,
 		auth:               opts.Authenticator,
+		cooldown:           opts.Cooldown,
 		verifier:           opts.Verifier,
 		budget:             opts.Budget,
 		health:             opts.Health,

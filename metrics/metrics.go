@@ -210,3 +210,8 @@ func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(auditEvents, prometheus.CounterValue, float64(s.Dropped), "dropped")
 	ch <- prometheus.MustNewConstMetric(auditEvents, prometheus.CounterValue, float64(s.Failed), "failed")
 }
+
+// GaugeFunc is a gauge whose value fn reports at each scrape.
+func GaugeFunc(name, help string, fn func() float64) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn)
+}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/semver"
 
+	"github.com/modgate/modgate/cooldown"
 	"github.com/modgate/modgate/goproxy"
 )
 
@@ -36,6 +37,9 @@ type RulesConfig struct {
 	// Rules are tried in order; the first that applies decides.
 	// Default: none.
 	Rules []RuleConfig `yaml:"rules"`
+	// Cooldown holds back versions whose age the checksum database does
+	// not prove to be at least min_age (package cooldown). Default: off.
+	Cooldown cooldown.Config `yaml:"cooldown"`
 }
 
 // RuleConfig is one rule of RulesConfig.
@@ -266,7 +270,7 @@ func checkName(name string) error {
 	if name != strings.TrimSpace(name) {
 		return fmt.Errorf("%q: leading or trailing space", name)
 	}
-	if name == RuleDefault || name == RuleSumDBAllowList || name == RulePrivateSumDB {
+	if name == RuleDefault || name == RuleSumDBAllowList || name == RulePrivateSumDB || name == cooldown.Rule {
 		return fmt.Errorf("%q is reserved for the policy's own decisions", name)
 	}
 	return nil

@@ -530,6 +530,9 @@ func (c *fileConfig) check() error {
 	if _, err := policy.NewRules(c.Policy); err != nil {
 		return err
 	}
+	if err := c.Policy.Cooldown.Check(); err != nil {
+		return err
+	}
 	if c.Auth.Required && c.Auth.Tokens == "" && len(c.Auth.Identities) == 0 {
 		return errors.New("auth.required: no auth.tokens and no auth.identities: nobody could authenticate")
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/modgate/modgate/auth"
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/capability"
+	"github.com/modgate/modgate/cooldown"
 	"github.com/modgate/modgate/extproc"
 	"github.com/modgate/modgate/gate"
 	"github.com/modgate/modgate/gateway"
@@ -282,9 +283,10 @@ type standalone struct {
 	// on the blob listener: one key per process.
 	caps *capability.Key
 	// meshTLS is the mesh listeners' server TLS, nil when mesh_tls is off.
-	meshTLS *tls.Config
-	proc    *gate.Processor
-	auth    *auth.Authenticator // nil without an auth section
+	meshTLS  *tls.Config
+	proc     *gate.Processor
+	auth     *auth.Authenticator // nil without an auth section
+	cooldown *cooldown.Checker   // nil without policy.cooldown
 	// vcs is the VCS origin's handler (guarded by its patterns), nil
 	// without a vcs section; vcsOrigin is the origin itself.
 	vcs       http.Handler
@@ -401,6 +403,12 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	if authn != nil {
 		opts.Authenticator = gateAuth{authn}
 	}
+	if g.cooldown != nil {
+		opts.Cooldown = gateCooldown{g.cooldown}
+		g.metrics.Register(metrics.GaugeFunc("modgate_cooldown_anchor_age_seconds",
+			"Age of the newest signed tree head old enough to prove a version's age (0: none, so every checked version is refused)",
+			func() float64 { return g.cooldown.AnchorAge().Seconds() }))
+	}
 	proc, err := gate.New(opts)
 	if err != nil {
 		g.close()
@@ -492,6 +500,24 @@ func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEn
 			}
 		}
 	}
+	if cd := cfg.Policy.Cooldown; cd.MinAge > 0 {
+		if key == "" {
+			return errors.New("policy.cooldown.min_age: needs the checksum database, whose log proves ages (sumdb_key is off)")
+		}
+		c, err := cooldown.New(ctx, cooldown.Options{Config: cd, Dir: filepath.Join(cacheDir, "cooldown"), Fetch: vc.Fetch, VerifierKey: key, Logger: g.log})
+		if err != nil {
+			return err
+		}
+		g.cooldown = c
+		// Every signed tree head the verifier accepts is an anchor: the
+		// log had that many records by now.
+		vc.OnTree = func(n []byte) {
+			if err := c.ObserveTree(context.WithoutCancel(ctx), n); err != nil {
+				g.log.Warn("cooldown: tree head not recorded", "err", err)
+			}
+		}
+		g.log.Info("cooldown", "min_age", cd.MinAge, "exempt", cd.Exempt, "index", cd.IndexURL)
+	}
 	if g.verifier, err = verify.New(ctx, vc); err != nil {
 		return err
 	}
@@ -533,6 +559,14 @@ func (g *standalone) openAuth(cfg *fileConfig) (*auth.Authenticator, error) {
 	return authn, nil
 }
 
+// gateCooldown is the cooldown as the processor declares it.
+type gateCooldown struct{ c *cooldown.Checker }
+
+func (g gateCooldown) Admit(ctx context.Context, path, version string, private bool) (bool, string, string) {
+	v := g.c.Check(ctx, path, version, private)
+	return v.Allow, v.Rule, v.Reason
+}
+
 // gateAuth is the authenticator as the processor declares it.
 type gateAuth struct{ a *auth.Authenticator }
 
@@ -571,6 +605,11 @@ func (g *standalone) openVCS(cfg *fileConfig, env goEnv, cacheDir string) error 
 }
 
 func (g *standalone) close() {
+	if g.cooldown != nil {
+		if err := g.cooldown.Close(); err != nil {
+			g.log.Warn("closing the cooldown", "err", err)
+		}
+	}
 	if g.vcsOrigin != nil {
 		if err := g.vcsOrigin.Close(); err != nil {
 			g.log.Warn("closing the VCS origin", "err", err)
