@@ -6,6 +6,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -111,6 +114,20 @@ func TestCooldown(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no audit event of a cooldown denial")
+	}
+
+	// modgate policy check agrees, from a copy of the gateway's anchors.
+	cfgFile := filepath.Join(t.TempDir(), "modgate.yaml")
+	if err := os.WriteFile(cfgFile, []byte(gatewayConfig(public, private)+cooldown(index)+"cache_dir: "+filepath.Join(filepath.Dir(g.audit), "cache")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for mv, want := range map[string]int{"example.com/a@v1.0.0": 0, "example.com/a@v1.1.0": 1} {
+		cmd := exec.Command(modgateBin, "policy", "check", mv, "--config", cfgFile)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "GOENV=off"}
+		out, _ := cmd.CombinedOutput()
+		if got := cmd.ProcessState.ExitCode(); got != want {
+			t.Errorf("modgate policy check %s = exit %d (%s), want %d as the gateway decided", mv, got, out, want)
+		}
 	}
 
 	// A fresh install that cannot reach the index proves nothing: it

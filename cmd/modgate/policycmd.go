@@ -2,17 +2,23 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/semver"
 
 	"github.com/modgate/modgate/auth"
+	"github.com/modgate/modgate/cooldown"
+	"github.com/modgate/modgate/gate"
 	"github.com/modgate/modgate/goproxy"
 	"github.com/modgate/modgate/policy"
+	"github.com/modgate/modgate/upstream"
 )
 
 const policyUsage = `Usage:
@@ -118,6 +124,15 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		groups, _ = groupsOf(cfg, as) // the token's groups, as the server sees them
 	}
 	v := rules.Decide(policy.Subject{Name: as, Groups: groups}, mod, version, goproxy.KindZip)
+	if v.Allow && cfg.Policy.Cooldown.MinAge > 0 {
+		cv, err := checkCooldown(ctx, cfg, mod, version)
+		if err != nil {
+			return err
+		}
+		if !cv.Allow {
+			v = policy.RuleVerdict{Rule: cv.Rule, Reason: cv.Reason, RuleReason: cv.Reason}
+		}
+	}
 	fmt.Fprintln(stdout, checkLine(mod+"@"+version, v))
 	if !v.Allow {
 		return fmt.Errorf("policy check: denied; a go command would be told: %s", v.Reason)
@@ -202,4 +217,61 @@ func groupsOf(cfg *fileConfig, name string) ([]string, bool) {
 		}
 	}
 	return nil, false
+}
+
+// checkCooldown decides for mod@version as the gateway's cooldown would:
+// with a copy of the anchors the gateway recorded under its cache
+// directory (the gateway's own files are not touched), the same checksum
+// database through the same upstreams, and the module index.
+func checkCooldown(ctx context.Context, cfg *fileConfig, mod, version string) (cooldown.Verdict, error) {
+	env, err := readGoEnv(ctx)
+	if err != nil {
+		return cooldown.Verdict{}, err
+	}
+	key, err := cfg.sumDBKey(env)
+	if err != nil {
+		return cooldown.Verdict{}, err
+	}
+	if key == "" {
+		return cooldown.Verdict{}, errors.New("policy.cooldown.min_age: needs the checksum database, whose log proves ages (sumdb_key is off)")
+	}
+	set, err := cfg.upstreams(env)
+	if err != nil {
+		return cooldown.Verdict{}, err
+	}
+	cc, err := cfg.cacheConfig()
+	if err != nil {
+		return cooldown.Verdict{}, err
+	}
+	dir, err := os.MkdirTemp("", "modgate-policy-check-")
+	if err != nil {
+		return cooldown.Verdict{}, err
+	}
+	defer os.RemoveAll(dir)
+	if data, err := os.ReadFile(filepath.Join(cc.Dir, "cooldown", "anchors")); err == nil {
+		if err := os.WriteFile(filepath.Join(dir, "anchors"), data, 0o600); err != nil {
+			return cooldown.Verdict{}, err
+		}
+	}
+	name, _, _ := strings.Cut(key, "+")
+	client := upstream.NewClient(upstream.ClientOptions{})
+	fetch := func(ctx context.Context, p string) ([]byte, error) {
+		return client.Get(ctx, set.Candidates(false), "/sumdb/"+name+p, gate.MaxSumDBBytes)
+	}
+	if cfg.SumDBURL != "" {
+		db, err := upstream.Parse("sumdb_url", cfg.SumDBURL, false)
+		if err != nil {
+			return cooldown.Verdict{}, fmt.Errorf("sumdb_url: %w", err)
+		}
+		fetch = func(ctx context.Context, p string) ([]byte, error) {
+			return client.Get(ctx, []*upstream.Upstream{db}, p, gate.MaxSumDBBytes)
+		}
+	}
+	c, err := cooldown.New(ctx, cooldown.Options{Config: cfg.Policy.Cooldown, Dir: dir, Fetch: fetch, VerifierKey: key, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return cooldown.Verdict{}, err
+	}
+	defer c.Close()
+	private := module.MatchPrefixPatterns(strings.Join(cfg.privatePatterns(env), ","), mod)
+	return c.Check(ctx, mod, version, private), nil
 }
