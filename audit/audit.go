@@ -53,14 +53,17 @@ const (
 
 // An Event is one audit record. Empty fields are omitted from the JSON.
 type Event struct {
-	Timestamp time.Time    `json:"@timestamp"`
-	Event     EventFields  `json:"event"`
-	Source    *Source      `json:"source,omitempty"`
-	TLS       *TLS         `json:"tls,omitempty"`
-	User      *User        `json:"user,omitempty"`
-	URL       *URL         `json:"url,omitempty"`
-	HTTP      *HTTP        `json:"http,omitempty"`
-	Modgate   ModgateGroup `json:"modgate"`
+	Timestamp time.Time   `json:"@timestamp"`
+	Event     EventFields `json:"event"`
+	Source    *Source     `json:"source,omitempty"`
+	TLS       *TLS        `json:"tls,omitempty"`
+	User      *User       `json:"user,omitempty"`
+	URL       *URL        `json:"url,omitempty"`
+	HTTP      *HTTP       `json:"http,omitempty"`
+	// Vulnerability names the known vulnerabilities of the module version
+	// a request touched, whatever was decided (ECS vulnerability.id).
+	Vulnerability *Vulnerability `json:"vulnerability,omitempty"`
+	Modgate       ModgateGroup   `json:"modgate"`
 	// Chain links the line to the one before it. The Writer sets it as it
 	// writes the line; Record ignores it.
 	Chain *Chain `json:"chain,omitempty"`
@@ -168,6 +171,11 @@ type HTTPRequest struct {
 type HTTPResponse struct {
 	StatusCode int   `json:"status_code,omitempty"`
 	Bytes      int64 `json:"bytes"`
+}
+
+// Vulnerability is ECS's vulnerability.* group.
+type Vulnerability struct {
+	ID []string `json:"id,omitempty"` // e.g. GO-2026-0001
 }
 
 // ModgateGroup holds the fields ECS has no name for.

@@ -25,6 +25,9 @@ type Request struct {
 	Client Client
 	// Modgate holds what the processor decided.
 	Modgate ModgateGroup
+	// Vulnerabilities are the IDs of the known vulnerabilities of the
+	// module version the request touched.
+	Vulnerabilities []string
 }
 
 // A Client is who sent a request, as far as the front end could verify.
@@ -59,6 +62,9 @@ func NewRequest(r Request) *Event {
 			Response: HTTPResponse{StatusCode: r.Status, Bytes: r.Bytes},
 		},
 		Modgate: r.Modgate,
+	}
+	if len(r.Vulnerabilities) > 0 {
+		e.Vulnerability = &Vulnerability{ID: r.Vulnerabilities}
 	}
 	e.setClient(r.Client)
 	return e

@@ -123,6 +123,23 @@ func (e *Event) appendBody(b []byte) []byte {
 		b = resp.close(b)
 		b = ho.close(b)
 	}
+	if v := e.Vulnerability; v != nil {
+		b = o.key(b, "vulnerability")
+		var vo object
+		b = vo.open(b)
+		if len(v.ID) > 0 {
+			b = vo.key(b, "id")
+			b = append(b, '[')
+			for i, id := range v.ID {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, id)
+			}
+			b = append(b, ']')
+		}
+		b = vo.close(b)
+	}
 
 	m := &e.Modgate
 	b = o.key(b, "modgate")

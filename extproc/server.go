@@ -382,9 +382,11 @@ func (st *stream) responseHeaders(ctx context.Context, h *extprocv3.HttpHeaders,
 		mode = filterv3.ProcessingMode_BUFFERED
 	}
 	st.status = code
-	headers.ResponseHeaders.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
-		SetHeaders: []*corev3.HeaderValueOption{setHeader("x-modgate-cache", "miss"), setHeader("x-request-id", st.x.ID())},
-	}}
+	set := []*corev3.HeaderValueOption{setHeader("x-modgate-cache", "miss"), setHeader("x-request-id", st.x.ID())}
+	if w := st.x.Warning(); w != "" {
+		set = append(set, setHeader("warning", w))
+	}
+	headers.ResponseHeaders.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: set}}
 	return &extprocv3.ProcessingResponse{
 		Response: headers,
 		ModeOverride: &filterv3.ProcessingMode{

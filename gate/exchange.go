@@ -117,12 +117,14 @@ const (
 
 // Exchange is one request's passage through the processor.
 type Exchange struct {
-	p      *Processor
-	start  time.Time
-	id     string
-	client Client
-	who    Identity     // who the authenticator says sent it
-	log    *slog.Logger // see logger
+	p       *Processor
+	start   time.Time
+	id      string
+	client  Client
+	who     Identity     // who the authenticator says sent it
+	vulns   []string     // IDs of the known vulnerabilities of the version asked for
+	warning string       // a Warning header value for the answer (a vulnerability served)
+	log     *slog.Logger // see logger
 
 	method string
 	target string
@@ -163,6 +165,11 @@ func (x *Exchange) logger() *slog.Logger {
 	}
 	return x.log
 }
+
+// Warning returns the Warning header value the answer to this request
+// carries (a known vulnerability served in warn mode), "" if none. A front
+// end that passes an upstream's answer through (ext_proc) adds it.
+func (x *Exchange) Warning() string { return x.warning }
 
 // ID returns the request's id, unique per Exchange.
 func (x *Exchange) ID() string { return x.id }
@@ -214,6 +221,13 @@ func (x *Exchange) RequestHeaders(ctx context.Context, r Request) Decision {
 		return x.reject(ctx, &denial{rule: rv.Rule, reason: rv.Reason})
 	} else if rv.Rule != policy.RuleDefault && rv.Rule != "" {
 		x.rule = rv.Rule // the rule that allowed it, for the audit
+	}
+	if vu := x.p.vulns; vu != nil && gatedVersion(req) {
+		ids, deny, reason, warning := vu.Check(req.Module, req.Version)
+		x.vulns, x.warning = ids, warning
+		if deny {
+			return x.reject(ctx, &denial{rule: "vulnerability", reason: reason})
+		}
 	}
 	if cd := x.p.cooldown; cd != nil && gatedVersion(req) {
 		if ok, rule, reason := cd.Admit(ctx, req.Module, req.Version, v.Route == policy.Private); !ok {
@@ -418,7 +432,7 @@ func (x *Exchange) subject() policy.Subject {
 // request alone (Decision.Private).
 func (x *Exchange) filtered(ctx context.Context, e *cache.Entry) (Decision, bool) {
 	rules := x.p.rules.Load()
-	if (rules == nil && x.p.cooldown == nil) || e.Status != http.StatusOK || (x.req.Kind != goproxy.KindList && x.req.Kind != goproxy.KindLatest) {
+	if (rules == nil && x.p.cooldown == nil && x.p.vulns == nil) || e.Status != http.StatusOK || (x.req.Kind != goproxy.KindList && x.req.Kind != goproxy.KindLatest) {
 		return Decision{}, false
 	}
 	body := e.Bytes()
@@ -446,6 +460,11 @@ func (x *Exchange) filtered(ctx context.Context, e *cache.Entry) (Decision, bool
 			return Decision{}, false // checked when it was stored; served as it is
 		}
 		rv := rules.Decide(who, x.req.Module, info.Version, goproxy.KindZip)
+		if rv.Allow && x.p.vulns != nil {
+			if _, deny, reason, _ := x.p.vulns.Check(x.req.Module, info.Version); deny {
+				rv = policy.RuleVerdict{Rule: "vulnerability", Reason: reason}
+			}
+		}
 		if rv.Allow && x.p.cooldown != nil {
 			if ok, rule, reason := x.p.cooldown.Admit(ctx, x.req.Module, info.Version, x.route == policy.Private); !ok {
 				rv = policy.RuleVerdict{Rule: rule, Reason: reason}
@@ -500,6 +519,12 @@ const maxCooldownChecks = 16
 func (x *Exchange) allowed(ctx context.Context, rules *policy.Rules, who policy.Subject, versions []string) []string {
 	if rules != nil {
 		versions = rules.Filter(who, x.req.Module, versions)
+	}
+	if vu := x.p.vulns; vu != nil {
+		versions = slices.DeleteFunc(slices.Clone(versions), func(v string) bool {
+			_, deny, _, _ := vu.Check(x.req.Module, v)
+			return deny
+		})
 	}
 	cd := x.p.cooldown
 	if cd == nil {
@@ -567,7 +592,11 @@ func (x *Exchange) serveEntry(ctx context.Context, e *cache.Entry, status string
 	if d, ok := x.filtered(ctx, e); ok {
 		return d
 	}
-	return Decision{Action: Hit, Entry: e, Status: e.Status, Header: x.entryHeader(e)}
+	h := x.entryHeader(e)
+	if x.warning != "" {
+		h.Set("Warning", x.warning)
+	}
+	return Decision{Action: Hit, Entry: e, Status: e.Status, Header: h}
 }
 
 func (x *Exchange) closeStale() {
@@ -616,7 +645,7 @@ func (x *Exchange) Done(ctx context.Context, status int, n int64, err error) {
 		Start: x.start, Duration: end.Sub(x.start),
 		ID: x.id, Method: x.method, Target: x.target,
 		Status: status, Bytes: n, Failed: err != nil, Reason: reason,
-		Client: x.client, Modgate: md,
+		Client: x.client, Modgate: md, Vulnerabilities: x.vulns,
 	})
 	if err := x.p.audit.Record(e); err != nil {
 		x.logger().ErrorContext(ctx, "audit event not recorded", "err", err)

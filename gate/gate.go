@@ -121,6 +121,15 @@ type Cooldown interface {
 	Admit(ctx context.Context, path, version string, private bool) (ok bool, rule, reason string)
 }
 
+// Vulnerabilities gates versions with known vulnerabilities (package
+// vulndb). Check returns the IDs of path@version's known vulnerabilities,
+// which the audit records whatever is decided, and whether to refuse it
+// (reason, for the developer) or serve it with a Warning header value. It
+// must not block on the network and must be safe for concurrent use.
+type Vulnerabilities interface {
+	Check(path, version string) (ids []string, deny bool, reason, warning string)
+}
+
 // ErrUnauthenticated is an Authenticator's error for a request without
 // valid credentials where they are needed, or with wrong ones.
 var ErrUnauthenticated = errors.New("authentication required")
@@ -225,6 +234,10 @@ type Options struct {
 	// Cooldown holds back the code of versions too new or of unproven
 	// age, and leaves them out of version lists. Default: none.
 	Cooldown Cooldown
+	// Vulnerabilities refuses, or warns about, versions with known
+	// vulnerabilities, and leaves refused ones out of version lists.
+	// Default: none.
+	Vulnerabilities Vulnerabilities
 	// Budget rations misses. Default: none.
 	Budget Budget
 	// Health receives passive health reports. Default: none.
@@ -263,6 +276,7 @@ type Processor struct {
 	flights            Coalescer
 	auth               Authenticator
 	cooldown           Cooldown
+	vulns              Vulnerabilities
 	rules              atomic.Pointer[policy.Rules]
 	verifier           Verifier
 	budget             Budget
@@ -297,6 +311,7 @@ func New(opts Options) (*Processor, error) {
 		flights:            opts.Coalescer,
 		auth:               opts.Authenticator,
 		cooldown:           opts.Cooldown,
+		vulns:              opts.Vulnerabilities,
 		verifier:           opts.Verifier,
 		budget:             opts.Budget,
 		health:             opts.Health,

@@ -25,12 +25,15 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"golang.org/x/mod/semver"
 
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/auth"
@@ -130,6 +133,9 @@ type setup struct {
 	// (Bearer) unless credentials says otherwise.
 	auth        bool
 	credentials string // "none": no Authorization; "wrong": the client's own bogus one
+	// vulns is the known-vulnerability gate's action for example.com/a
+	// v1.0.0 (GO-2026-0001, fixed in v1.1.0): "deny" or "warn".
+	vulns string
 }
 
 // want is what a row expects in one mode.
@@ -141,10 +147,12 @@ type want struct {
 	cache       string // X-Modgate-Cache and the audit's cache status
 	decision    string
 	rule        string
-	upstream    string // the upstream the audit credits
-	verified    string // the audit's verification value
-	reset       bool   // the stream is reset mid-body
-	user        string // the audit's user.name
+	upstream    string   // the upstream the audit credits
+	verified    string   // the audit's verification value
+	reset       bool     // the stream is reset mid-body
+	user        string   // the audit's user.name
+	vulnIDs     []string // the audit's vulnerability.id
+	warning     bool     // the answer carries a Warning header
 	// saw counts, per upstream name, the requests for the row's canonical
 	// path (all its requests, before and after).
 	saw map[string]int
@@ -292,13 +300,13 @@ func rows() []row {
 		{name: "negative hit", target: "/example.com/nope/@v/list", before: []string{"/example.com/nope/@v/list"},
 			want: want{status: 404, body: "not found", cache: "negative", decision: "serve", saw: one("pub0", 1)}},
 		{name: "stale", target: "/example.com/a/@v/list", before: []string{"/example.com/a/@v/list"}, advance: 2 * time.Minute, setup: setup{public: []fault{500}},
-			want: want{status: 200, body: "v1.1.0", cache: "stale", decision: "forward", upstream: "pub0", saw: one("pub0", 2)}},
+			want: want{status: 200, body: "v1.1.0", cache: "stale", decision: "forward", upstream: "pub0", warning: true, saw: one("pub0", 2)}},
 		{name: "hit while every upstream is drained", target: "/example.com/a/@v/v1.0.0.zip", before: []string{"/example.com/a/@v/v1.0.0.zip"}, setup: setup{drained: true},
 			want: want{status: 200, cache: "hit", decision: "serve", saw: one("pub0", 1)}},
 		{name: "negative hit while drained", target: "/example.com/nope/@v/list", before: []string{"/example.com/nope/@v/list"}, setup: setup{drained: true},
 			want: want{status: 404, cache: "negative", decision: "serve", saw: one("pub0", 1)}},
 		{name: "stale while drained", target: "/example.com/a/@v/list", before: []string{"/example.com/a/@v/list"}, advance: 2 * time.Minute, setup: setup{drained: true},
-			want: want{status: 200, body: "v1.1.0", cache: "stale", decision: "forward", saw: one("pub0", 1)}},
+			want: want{status: 200, body: "v1.1.0", cache: "stale", decision: "forward", warning: true, saw: one("pub0", 1)}},
 		{name: "miss while drained is 503", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{drained: true},
 			want: want{status: 503, body: "drained", cache: "miss", decision: "forward", rule: "upstream", saw: one("pub0", 0)}},
 		{name: "private miss while drained is 503", target: "/corp.example/private/@v/list", setup: setup{drained: true},
@@ -325,6 +333,14 @@ func rows() []row {
 			why:  "in the mesh every client comes through its sidecar's mTLS, whose verified SPIFFE ID is an identity; the standalone client here has no certificate"},
 		{name: "wrong token", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{auth: true, credentials: "wrong"},
 			want: want{status: 401, cache: "bypass", decision: "deny", rule: "auth", saw: one("pub0", 0)}},
+		{name: "vulnerable version denied", target: "/example.com/a/@v/v1.0.0.zip", setup: setup{vulns: "deny"},
+			want: want{status: 403, body: "GO-2026-0001; fixed in v1.1.0", cache: "bypass", decision: "deny", rule: "vulnerability", vulnIDs: []string{"GO-2026-0001"}, saw: one("pub0", 0)}},
+		{name: "go.mod of a vulnerable version stays servable", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{vulns: "deny"},
+			want: want{status: 200, cache: "miss", decision: "forward", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
+		{name: "vulnerable version warned", target: "/example.com/a/@v/v1.0.0.zip", setup: setup{vulns: "warn"},
+			want: want{status: 200, cache: "miss", decision: "forward", upstream: "pub0", verified: "verified", vulnIDs: []string{"GO-2026-0001"}, warning: true, saw: one("pub0", 1)}},
+		{name: "vulnerable versions left out of the list", target: "/example.com/a/@v/list", setup: setup{vulns: "deny"},
+			want: want{status: 200, body: "v1.1.0", notBody: "v1.0.0", cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 1)}},
 		{name: "coalesced", target: "/example.com/a/@v/v1.0.0.zip", concurrent: 3, setup: setup{delay: 300 * time.Millisecond},
 			want: want{status: 200, cache: "miss|coalesced", decision: "forward|serve", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
 		{name: "tampered zip", target: "/example.com/a/@v/v1.0.0.zip", setup: setup{tamper: map[string][]byte{"example.com/a": nil}},
@@ -376,6 +392,9 @@ func (r row) run(t *testing.T, fe FrontEnd, mods []*testproxy.Module) {
 
 	caches := map[string]bool{}
 	for _, resp := range resps {
+		if got := resp.Header.Get("Warning") != ""; got != w.warning && !w.reset {
+			t.Errorf("Warning header %q, want one: %v", resp.Header.Get("Warning"), w.warning)
+		}
 		if w.notBody != "" && strings.Contains(string(resp.Body), w.notBody) {
 			t.Errorf("%s %s = %q, which must not contain %q", method, r.target, clip(resp.Body), w.notBody)
 		}
@@ -477,6 +496,13 @@ func checkEvent(t *testing.T, ev audit.Event, method, target string, w want, ip 
 		if got != w.user {
 			t.Errorf("audit user.name = %q, want %q", got, w.user)
 		}
+	}
+	var ids []string
+	if ev.Vulnerability != nil {
+		ids = ev.Vulnerability.ID
+	}
+	if !slices.Equal(ids, w.vulnIDs) {
+		t.Errorf("audit vulnerability.id = %q, want %q", ids, w.vulnIDs)
 	}
 	if ev.Source == nil || ev.Source.IP != ip || ev.URL == nil || ev.URL.Path != target {
 		t.Errorf("audit source, url = %+v, %+v; want %s and %q", ev.Source, ev.URL, ip, target)
@@ -654,10 +680,15 @@ func start(t *testing.T, fe FrontEnd, s setup, mods []*testproxy.Module) *harnes
 		}
 		authn = authenticator{a}
 	}
+	var vulns gate.Vulnerabilities
+	if s.vulns != "" {
+		vulns = fakeVulns{action: s.vulns}
+	}
 	proc, err := gate.New(gate.Options{
-		Authenticator: authn,
-		Rules:         rules,
-		Policy:        pol, Upstreams: set, Cache: c, Verifier: v, Audit: aw, Logger: log, Now: h.clock.Now, Health: h.health,
+		Vulnerabilities: vulns,
+		Authenticator:   authn,
+		Rules:           rules,
+		Policy:          pol, Upstreams: set, Cache: c, Verifier: v, Audit: aw, Logger: log, Now: h.clock.Now, Health: h.health,
 		RefusePrivateNotFound: s.refusePriv,
 	})
 	if err != nil {
@@ -679,6 +710,22 @@ func (h *harness) serving(ups []*upstream.Upstream) []*upstream.Upstream {
 		}
 	}
 	return out
+}
+
+// fakeVulns is a known-vulnerability gate that knows one vulnerability:
+// GO-2026-0001 in example.com/a before v1.1.0. (Package vulndb's matching
+// has its own tests; this is the processor's seam.)
+type fakeVulns struct{ action string }
+
+func (f fakeVulns) Check(path, version string) ([]string, bool, string, string) {
+	if path != "example.com/a" || semver.Compare(version, "v1.1.0") >= 0 {
+		return nil, false, "", ""
+	}
+	ids := []string{"GO-2026-0001"}
+	if f.action == "deny" {
+		return ids, true, path + " " + version + " has known vulnerabilities: GO-2026-0001; fixed in v1.1.0", ""
+	}
+	return ids, false, "", `299 modgate "GO-2026-0001: fixed in v1.1.0"`
 }
 
 // authenticator is package auth's, as the processor declares it.
