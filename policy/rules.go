@@ -15,6 +15,7 @@ import (
 
 	"github.com/modgate/modgate/cooldown"
 	"github.com/modgate/modgate/goproxy"
+	"github.com/modgate/modgate/vulndb"
 )
 
 // RuleDefault is RuleVerdict.Rule when no rule applies and the policy's
@@ -40,6 +41,10 @@ type RulesConfig struct {
 	// Cooldown holds back versions whose age the checksum database does
 	// not prove to be at least min_age (package cooldown). Default: off.
 	Cooldown cooldown.Config `yaml:"cooldown"`
+	// Vulnerabilities refuses or warns about versions with known
+	// vulnerabilities (package vulndb; the data is the vulndb section).
+	// Default: off.
+	Vulnerabilities vulndb.Policy `yaml:"vulnerabilities"`
 }
 
 // RuleConfig is one rule of RulesConfig.

@@ -39,6 +39,12 @@ func (g *standalone) adminHandler() http.Handler {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		// Stale vulnerability data is a reason, not a failure: pulling
+		// every replica out at once would help nobody.
+		if s := g.vulnStore; s != nil && s.Stale() {
+			fmt.Fprintf(w, "ready\nvulndb: stale: the data is %s old (max_staleness %s)\n", s.Age().Round(time.Minute), g.cfg.VulnDB.MaxStaleness)
+			return
+		}
 		io.WriteString(w, "ready\n")
 	})
 	mux.HandleFunc("GET /cache/stats", func(w http.ResponseWriter, r *http.Request) {
@@ -47,6 +53,10 @@ func (g *standalone) adminHandler() http.Handler {
 	})
 	mux.Handle("POST /cache/purge", g.guard(http.HandlerFunc(g.purge)))
 	mux.Handle("GET /metrics", g.metrics.Handler())
+	if g.inventory != nil {
+		// Who fetched what: identities, not secrets; as open as /metrics.
+		mux.Handle("GET /inventory/", g.inventory.Handler())
+	}
 	// Profiles, for operators: they show memory, and so may show secrets.
 	mux.Handle("GET /debug/pprof/", g.guard(http.HandlerFunc(pprof.Index)))
 	mux.Handle("GET /debug/pprof/profile", g.guard(http.HandlerFunc(pprof.Profile)))

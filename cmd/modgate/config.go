@@ -28,6 +28,7 @@ import (
 	"github.com/modgate/modgate/policy"
 	"github.com/modgate/modgate/upstream"
 	"github.com/modgate/modgate/verify"
+	"github.com/modgate/modgate/vulndb"
 )
 
 // fileConfig is modgate.yaml. Its zero value works: every default comes
@@ -106,6 +107,9 @@ type fileConfig struct {
 	// Auth authenticates clients: tokens, and identities of certificates.
 	// Default: none; every client anonymous.
 	Auth authConfig `yaml:"auth"`
+	// VulnDB is the Go vulnerability database the vulnerabilities policy
+	// gates with. Default: GOVULNDB's URL, refreshed hourly.
+	VulnDB vulndb.Config `yaml:"vulndb"`
 	// Policy is the rules of who may fetch which module versions.
 	// Default: every version of every allowed module, for everyone.
 	Policy policy.RulesConfig `yaml:"policy"`
@@ -531,6 +535,12 @@ func (c *fileConfig) check() error {
 		return err
 	}
 	if err := c.Policy.Cooldown.Check(); err != nil {
+		return err
+	}
+	if err := c.Policy.Vulnerabilities.Check(); err != nil {
+		return err
+	}
+	if err := c.VulnDB.Check(); err != nil {
 		return err
 	}
 	if c.Auth.Required && c.Auth.Tokens == "" && len(c.Auth.Identities) == 0 {

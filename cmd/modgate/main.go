@@ -37,6 +37,7 @@ var commands = []command{
 	{"policy", "check which module versions an identity may fetch, or validate the policy rules", policyCmd},
 	{"certs", "create a development CA and mesh certificates", certsCmd},
 	{"audit", "verify the hash chain of audit files", auditCmd},
+	{"inventory", "show who fetched which module versions, or rebuild that inventory from audit files", inventoryCmd},
 	{"redirect", "attach, detach or inspect the eBPF transparent redirect (root)", redirectCmd},
 	{"envoy-config", "validate Envoy bootstraps strictly, without Envoy", envoyConfigCmd},
 }

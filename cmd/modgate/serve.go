@@ -42,12 +42,14 @@ import (
 	"github.com/modgate/modgate/gateway"
 	"github.com/modgate/modgate/goproxy"
 	"github.com/modgate/modgate/health"
+	"github.com/modgate/modgate/inventory"
 	"github.com/modgate/modgate/ledger"
 	"github.com/modgate/modgate/metrics"
 	"github.com/modgate/modgate/policy"
 	"github.com/modgate/modgate/upstream"
 	"github.com/modgate/modgate/vcs"
 	"github.com/modgate/modgate/verify"
+	"github.com/modgate/modgate/vulndb"
 	"github.com/modgate/modgate/xds"
 )
 
@@ -287,6 +289,12 @@ type standalone struct {
 	proc     *gate.Processor
 	auth     *auth.Authenticator // nil without an auth section
 	cooldown *cooldown.Checker   // nil without policy.cooldown
+	// vulnStore and vulnCheck hold the vulnerability data and decide on
+	// it; nil unless policy.vulnerabilities is on.
+	vulnStore *vulndb.Store
+	vulnCheck *vulndb.Checker
+	// inventory keeps who fetched what, from the audit events.
+	inventory *inventory.Inventory
 	// vcs is the VCS origin's handler (guarded by its patterns), nil
 	// without a vcs section; vcsOrigin is the origin itself.
 	vcs       http.Handler
@@ -392,7 +400,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		Verifier:              g.verifier,
 		Observer:              g.metrics,
 		Tracer:                g.tracer(),
-		Audit:                 g.audit,
+		Audit:                 g.auditor(),
 		MaxTarget:             cfg.Limits.MaxTargetBytes,
 		RefusePrivateNotFound: refusePrivNotFound,
 		Logger:                log,
@@ -402,6 +410,21 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	}
 	if authn != nil {
 		opts.Authenticator = gateAuth{authn}
+	}
+	if err := g.openVulnDB(ctx, cfg, cc.Dir); err != nil {
+		g.close()
+		return nil, err
+	}
+	if g.inventory, err = inventory.Open(inventory.Options{Dir: filepath.Join(cc.Dir, "inventory"), Logger: log}); err != nil {
+		g.close()
+		return nil, fmt.Errorf("inventory: %w", err)
+	}
+	opts.Audit = g.auditor()
+	if g.vulnCheck != nil {
+		opts.Vulnerabilities = gateVulns{g.vulnCheck}
+		g.metrics.Register(metrics.GaugeFunc("modgate_vulndb_age_seconds",
+			"Age of the vulnerability data held (see vulndb.Store.Age); over vulndb.max_staleness it is stale",
+			func() float64 { return g.vulnStore.Age().Seconds() }))
 	}
 	if g.cooldown != nil {
 		opts.Cooldown = gateCooldown{g.cooldown}
@@ -559,6 +582,73 @@ func (g *standalone) openAuth(cfg *fileConfig) (*auth.Authenticator, error) {
 	return authn, nil
 }
 
+// auditor is where the processor's audit events go: the audit writer,
+// and the inventory, which keeps who fetched what from the same events.
+func (g *standalone) auditor() gate.Auditor {
+	if g.inventory == nil {
+		return g.audit
+	}
+	return teeAuditor{g.inventory, g.audit}
+}
+
+// teeAuditor feeds every event to the inventory, then records it.
+type teeAuditor struct {
+	inv *inventory.Inventory
+	w   *audit.Writer
+}
+
+func (t teeAuditor) Record(e *audit.Event) error {
+	t.inv.Add(e)
+	return t.w.Record(e)
+}
+
+// openVulnDB opens the vulnerability database and its checker when the
+// vulnerabilities policy is on: the copy held under the cache directory
+// at once, the source (vulndb.url, else GOVULNDB) refreshed by the loops.
+func (g *standalone) openVulnDB(ctx context.Context, cfg *fileConfig, cacheDir string) error {
+	pol := cfg.Policy.Vulnerabilities
+	if pol.Action == "" || pol.Action == vulndb.ActionOff {
+		return nil
+	}
+	vc := cfg.VulnDB
+	if vc.URL == "" {
+		vc.URL = os.Getenv("GOVULNDB")
+	}
+	if vc.URL == "" {
+		return errors.New("vulndb.url: not set, and no GOVULNDB in the environment: the vulnerabilities policy needs a database (https://… or file:///dir)")
+	}
+	store, err := vulndb.Open(ctx, vulndb.Options{Config: vc, Dir: filepath.Join(cacheDir, "vulndb"), Logger: g.log})
+	if err != nil {
+		return fmt.Errorf("vulndb: %w", err)
+	}
+	check, err := vulndb.NewChecker(pol, store)
+	if err != nil {
+		return fmt.Errorf("policy.vulnerabilities: %w", err)
+	}
+	g.vulnStore, g.vulnCheck = store, check
+	// A first refresh before serving, so a fresh install gates with data;
+	// failing it leaves the copy held (if any), and the loops retry.
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := store.Refresh(rctx); err != nil {
+		g.log.Warn("vulndb: first refresh failed; serving with the copy held", "err", err)
+	}
+	entries := 0
+	if db := store.Current(); db != nil {
+		entries = db.Len()
+	}
+	g.log.Info("vulnerabilities", "action", pol.Action, "db", vc.URL, "entries", entries, "age", store.Age())
+	return nil
+}
+
+// gateVulns is the vulnerability checker as the processor declares it.
+type gateVulns struct{ c *vulndb.Checker }
+
+func (g gateVulns) Check(path, version string) ([]string, bool, string, string) {
+	v := g.c.Check(path, version, time.Now())
+	return v.IDs, v.Action == vulndb.ActionDeny, v.Reason, v.Warning
+}
+
 // gateCooldown is the cooldown as the processor declares it.
 type gateCooldown struct{ c *cooldown.Checker }
 
@@ -640,6 +730,11 @@ func (g *standalone) close() {
 			g.log.Error("audit events may be lost", "err", err)
 		}
 	}
+	if g.inventory != nil {
+		if err := g.inventory.Close(); err != nil {
+			g.log.Error("closing the inventory", "err", err)
+		}
+	}
 }
 
 // A server is one listener's server: an *http.Server, or the gRPC one.
@@ -676,7 +771,20 @@ func (g *standalone) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	proxy := g.server(g.handler)
+	var front http.Handler = g.handler
+	if g.vulnStore != nil && g.cfg.VulnDB.Mirror {
+		// /vulndb/ is no module path (no dot in its first element), so
+		// it cannot shadow a module.
+		mirror := g.vulnStore.Handler()
+		front = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/vulndb/") {
+				mirror.ServeHTTP(w, r)
+				return
+			}
+			g.handler.ServeHTTP(w, r)
+		})
+	}
+	proxy := g.server(front)
 	proxy.ConnContext = gateway.ConnContext
 	blob := g.server(gateway.NewBlobHandler(g.cache, g.caps, g.log))
 	blob.ConnContext = gateway.ConnContext
@@ -734,6 +842,9 @@ func (g *standalone) run(ctx context.Context) error {
 	lw.Go(func() { g.health.RunProber(loops, pc) })
 	lw.Go(func() { g.xds.Run(loops) })
 	lw.Go(func() { g.reloadOnHUP(loops) })
+	if g.vulnStore != nil {
+		lw.Go(func() { g.vulnStore.Run(loops) })
+	}
 	defer func() {
 		stopLoops()
 		lw.Wait()
@@ -948,6 +1059,15 @@ func (g *standalone) reload() error {
 	}
 	g.health.Configure(set)
 	g.proc.SetRules(rules)
+	if g.vulnStore != nil {
+		// SIGHUP also asks the vulnerability database now, not at the next
+		// refresh; failing that keeps the data held.
+		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := g.vulnStore.Refresh(rctx); err != nil {
+			g.log.Warn("vulndb: refresh on SIGHUP failed; the data held stays", "err", err)
+		}
+		cancel()
+	}
 	g.log.Info("config reloaded", "file", g.cfgPath, "public", len(set.Public), "private", len(set.Private), "rules", len(cfg.Policy.Rules))
 	return nil
 }
