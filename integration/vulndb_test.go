@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -181,6 +182,23 @@ func TestVulnerabilities(t *testing.T) {
 		resp.Body.Close()
 		if err != nil || len(fetches) == 0 || fetches[0].Identity != "127.0.0.1" {
 			t.Errorf("inventory who example.com/b@v1.0.0 = %+v, %v; want the client that fetched it (127.0.0.1)", fetches, err)
+		}
+		// The CLI answers from the store on disk (flushed every second).
+		invDir := filepath.Join(filepath.Dir(g.audit), "cache", "inventory")
+		for _, args := range [][]string{{"GO-2026-0102"}, {"--all"}} {
+			var out []byte
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				cmd := exec.Command(modgateBin, append([]string{"inventory", "affected"}, append(args, "--vulndb", "file://"+db, "--dir", invDir)...)...)
+				out, err = cmd.CombinedOutput()
+				if (err == nil && strings.Contains(string(out), "example.com/b")) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if err != nil || !strings.Contains(string(out), "example.com/b") || !strings.Contains(string(out), "127.0.0.1") {
+				t.Errorf("modgate inventory affected %s = %v\n%s\nwant example.com/b v1.0.0 fetched by 127.0.0.1", args[0], err, out)
+			}
 		}
 	})
 

@@ -1,22 +1,27 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"golang.org/x/mod/module"
+	"golang.org/x/mod/semver"
 
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/inventory"
+	"github.com/modgate/modgate/vulndb"
 )
 
 const inventoryUsage = `Usage:
@@ -25,6 +30,7 @@ const inventoryUsage = `Usage:
 	modgate inventory who MODULE[@VERSION|@RANGE] [--dir D] [--json]
 	modgate inventory top [-n N] [--dir D] [--json]
 	modgate inventory affected MODULE --range RANGE [--dir D] [--json]
+	modgate inventory affected ID|--all --vulndb URL [--dir D] [--json]
 
 The inventory records, for every module version the gateway served, who
 fetched it (the authenticated user, else the client certificate's first
@@ -66,15 +72,17 @@ func defaultInventoryDir() (string, error) {
 // inventoryCmd runs `modgate inventory`.
 func inventoryCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
-		dir, rng                    string
-		asJSON, unverified, asGiven bool
-		n                           int
+		dir, rng, vulnURL                   string
+		asJSON, unverified, asGiven, allIDs bool
+		n                                   int
 	)
 	flags := newFlagSet("inventory", inventoryUsage, stderr)
 	flags.StringVar(&dir, "dir", "", "the inventory's `directory` (default: the modgate cache directory's inventory/)")
 	flags.BoolVar(&asJSON, "json", false, "who, top, affected: print a JSON array")
 	flags.IntVar(&n, "n", 20, "top: how many modules")
 	flags.StringVar(&rng, "range", "", "affected: the version `RANGE`, such as \"<v1.2.4\"")
+	flags.StringVar(&vulnURL, "vulndb", "", "affected ID|--all: the vulnerability database `URL` (https://… or file:///dir; default GOVULNDB)")
+	flags.BoolVar(&allIDs, "all", false, "affected: every served version any known vulnerability touches")
 	flags.BoolVar(&unverified, "unverified", false, "rebuild: rebuild even if the audit chain is broken")
 	flags.BoolVar(&asGiven, "as-given", false, "rebuild: read the files in the order given, not sorted by rotation suffix")
 	sub, err := parseSub(flags, args, "rebuild", "who", "top", "affected")
@@ -87,8 +95,8 @@ func inventoryCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	set := map[string]bool{}
 	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	owner := map[string]string{"json": "who, top and affected", "n": "top", "range": "affected", "unverified": "rebuild", "as-given": "rebuild"}
-	allowed := map[string][]string{"rebuild": {"unverified", "as-given"}, "who": {"json"}, "top": {"json", "n"}, "affected": {"json", "range"}}
+	owner := map[string]string{"json": "who, top and affected", "n": "top", "range": "affected", "vulndb": "affected", "all": "affected", "unverified": "rebuild", "as-given": "rebuild"}
+	allowed := map[string][]string{"rebuild": {"unverified", "as-given"}, "who": {"json"}, "top": {"json", "n"}, "affected": {"json", "range", "vulndb", "all"}}
 	for name := range set {
 		if name == "dir" || slices.Contains(allowed[sub], name) {
 			continue
@@ -121,6 +129,18 @@ func inventoryCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return printTop(stdout, inv.Top(n), asJSON)
 	}
 
+	// affected ID and affected --all: the served versions the vulnerability
+	// database says are affected.
+	if sub == "affected" && (allIDs || (len(pos) == 1 && vulnIDRE.MatchString(pos[0]))) {
+		if allIDs && len(pos) > 0 {
+			return usageError{"inventory affected: --all takes no ID or MODULE"}
+		}
+		id := ""
+		if !allIDs {
+			id = pos[0]
+		}
+		return inventoryAffectedByVulns(ctx, dir, vulnURL, id, asJSON, stdout)
+	}
 	// who and affected
 	if len(pos) != 1 {
 		if sub == "who" {
@@ -136,7 +156,7 @@ func inventoryCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return usageError{"inventory affected: give the range with --range, not @"}
 		}
 		if rng == "" {
-			return usageError{"inventory affected: want --range RANGE (vulnerability IDs are not supported yet)"}
+			return usageError{"inventory affected: want --range RANGE, a vulnerability ID, or --all"}
 		}
 		vers = rng
 	}
@@ -152,6 +172,47 @@ func inventoryCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	return printFetches(stdout, inv.Affected(mod, match.Contains), asJSON)
+}
+
+// vulnIDRE matches a Go vulnerability ID.
+var vulnIDRE = regexp.MustCompile(`^GO-\d{4}-\d{4,}$`)
+
+// inventoryAffectedByVulns prints the served versions that the
+// vulnerability id (every known one, if id is "") touches, with who
+// fetched them and since when.
+func inventoryAffectedByVulns(ctx context.Context, dir, url, id string, asJSON bool, stdout io.Writer) error {
+	if url == "" {
+		url = os.Getenv("GOVULNDB")
+	}
+	if url == "" {
+		return usageError{"inventory affected: give --vulndb URL (or set GOVULNDB)"}
+	}
+	db, err := vulndb.Load(ctx, vulndb.Source{URL: url})
+	if err != nil {
+		return fmt.Errorf("inventory affected: %w", err)
+	}
+	if id != "" && !slices.Contains(db.IDs(), id) {
+		return fmt.Errorf("inventory affected: %s is not in the vulnerability database at %s", id, url)
+	}
+	inv, err := openInventory(dir)
+	if err != nil {
+		return err
+	}
+	var out []inventory.Fetch
+	for _, m := range inv.Top(math.MaxInt32) {
+		out = append(out, inv.Affected(m.Module, func(v string) bool {
+			for _, vu := range db.Vulns(m.Module, v) {
+				if id == "" || vu.ID == id {
+					return true
+				}
+			}
+			return false
+		})...)
+	}
+	slices.SortFunc(out, func(a, b inventory.Fetch) int {
+		return cmp.Or(strings.Compare(a.Module, b.Module), semver.Compare(a.Version, b.Version), strings.Compare(a.Identity, b.Identity))
+	})
+	return printFetches(stdout, out, asJSON)
 }
 
 // openInventory opens the inventory in dir to query it, read-only.
