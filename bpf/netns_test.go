@@ -28,7 +28,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,6 +38,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/modgate/modgate/internal/netns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -134,35 +134,8 @@ func leftovers(hadRunNetns bool) []string {
 	return out
 }
 
-// in runs f with the calling goroutine locked to an OS thread that is in
-// network namespace ns (a name in /run/netns). f must start no goroutine
-// that needs the namespace. If the thread cannot be switched back it
-// stays locked, and the runtime discards it when the goroutine ends.
-func in(ns string, f func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("setns %s: %w", ns, err)
-	}
-	ferr := f()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("setns back from %s: %w (thread left locked)", ns, err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// in runs f in network namespace ns: netns.Do.
+func in(ns string, f func() error) error { return netns.Do(ns, f) }
 
 func requireNetns(t *testing.T) {
 	t.Helper()

@@ -10,15 +10,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/modgate/modgate/audit"
+	"github.com/modgate/modgate/internal/netns"
 )
 
 // TestTransparentListener runs modgate serve --transparent (IP_TRANSPARENT
@@ -132,33 +130,5 @@ func dialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn
 	}
 }
 
-// inNetns runs f with the calling goroutine locked to an OS thread in
-// network namespace ns (a name in /run/netns); f must start no goroutine
-// that needs the namespace. If the thread cannot be switched back, or f
-// does not return (t.Fatal), the thread stays locked and the runtime
-// discards it when the goroutine ends.
-func inNetns(ns string, f func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("setns %s: %w", ns, err)
-	}
-	ferr := f()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("setns back from %s: %w (thread left locked)", ns, err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// inNetns runs f in network namespace ns: netns.Do.
+func inNetns(ns string, f func() error) error { return netns.Do(ns, f) }

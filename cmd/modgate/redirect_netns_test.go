@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/modgate/modgate/bpf"
+	"github.com/modgate/modgate/internal/netns"
 )
 
 // TestRedirectAttachListenerWarning runs `modgate redirect attach` for
@@ -119,32 +119,5 @@ func nsIP(t *testing.T, args ...string) {
 	}
 }
 
-// inNetns runs f with the calling goroutine locked to an OS thread in
-// network namespace ns (a name in /run/netns); f must start no goroutine
-// that needs the namespace. If the thread cannot be switched back it
-// stays locked, and the runtime discards it when the goroutine ends.
-func inNetns(ns string, f func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("setns %s: %w", ns, err)
-	}
-	ferr := f()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("setns back from %s: %w (thread left locked)", ns, err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// inNetns runs f in network namespace ns: netns.Do.
+func inNetns(ns string, f func() error) error { return netns.Do(ns, f) }
