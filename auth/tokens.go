@@ -8,13 +8,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/modgate/modgate/internal/files"
 )
 
 // TokenPrefix starts every token, so that people and secret scanners can
@@ -224,7 +224,7 @@ func checkRecord(name string, groups []string) error {
 
 // readFile reads and parses the tokens file at path.
 func readFile(path string) ([]Record, error) {
-	data, err := readLimited(path)
+	data, err := files.ReadMax(path, maxFileSize)
 	if err != nil {
 		return nil, err
 	}
@@ -233,24 +233,6 @@ func readFile(path string) ([]Record, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return recs, nil
-}
-
-// readLimited reads the file at path, which must hold at most maxFileSize
-// bytes.
-func readLimited(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxFileSize)
-	}
-	return data, nil
 }
 
 // update rewrites the tokens file at path with edit applied to its
@@ -278,41 +260,7 @@ func update(path string, create bool, edit func([]Record) ([]Record, error)) err
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return writeFileAtomic(path, format(recs))
-}
-
-// writeFileAtomic replaces the file at path with data, mode 0600: it
-// writes a synced temporary file beside it, renames it over path, and
-// syncs the directory. Readers see the old file or the new one, whole.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-") // mode 0600
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return files.WriteAtomic(path, format(recs))
 }
 
 // format returns the tokens file holding recs.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/mod/module"
+
+	"github.com/modgate/modgate/internal/files"
 )
 
 // A unit is what the sweeper removes at once: one module version of the
@@ -261,7 +263,7 @@ func (o *Origin) scanClones(used map[string]time.Time) []unit {
 		}
 		dir := filepath.Join(root, e.Name())
 		u := unit{key: "c:" + e.Name(), clone: true, paths: []string{dir, dir + ".info", dir + ".lock"}}
-		if data, err := readLimited(dir+".info", 4096); err == nil {
+		if data, err := files.ReadMax(dir+".info", 4096); err == nil {
 			if _, url, ok := strings.Cut(strings.TrimSpace(string(data)), ":"); ok {
 				u.key = "c:" + url
 			}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/mod/module"
+
+	"github.com/modgate/modgate/internal/files"
 )
 
 // A goOutput is the JSON object the go command prints for go list -m
@@ -239,7 +241,7 @@ func (o *Origin) cachedInfo(mod, version string) (info, bool) {
 	if file == "" {
 		return info{}, false
 	}
-	data, err := readLimited(file, maxOutput)
+	data, err := files.ReadMax(file, maxOutput)
 	if err != nil {
 		return info{}, false
 	}

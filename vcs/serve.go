@@ -18,6 +18,7 @@ import (
 	modzip "golang.org/x/mod/zip"
 
 	"github.com/modgate/modgate/goproxy"
+	"github.com/modgate/modgate/internal/files"
 )
 
 // ServeHTTP answers one GOPROXY request; see the package documentation.
@@ -262,7 +263,7 @@ func (o *Origin) serveMod(w http.ResponseWriter, r *http.Request, req goproxy.Re
 	if !o.inCache(file) {
 		return &fetchError{kind: errFailed, msg: "the go command named a go.mod outside its module cache"}
 	}
-	data, err := readLimited(file, modzip.MaxGoMod)
+	data, err := files.ReadMax(file, modzip.MaxGoMod)
 	if err != nil {
 		return &fetchError{kind: errFailed, msg: "read go.mod of " + req.Module + "@" + req.Version + ": " + o.relative(err.Error())}
 	}
@@ -339,21 +340,4 @@ func canonical(req goproxy.Request) bool {
 func exists(file string) bool {
 	_, err := os.Stat(file)
 	return err == nil
-}
-
-// readLimited reads file, which must not be larger than max bytes.
-func readLimited(file string, max int64) ([]byte, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("larger than %d bytes", max)
-	}
-	return data, nil
 }

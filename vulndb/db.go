@@ -45,7 +45,6 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -53,6 +52,8 @@ import (
 	"time"
 
 	"golang.org/x/mod/semver"
+
+	"github.com/modgate/modgate/internal/files"
 )
 
 // toolchainModule is the module the go command downloads Go toolchains
@@ -494,7 +495,7 @@ func defaultGet(client *http.Client) func(ctx context.Context, u string) ([]byte
 			return nil, err
 		}
 		if pu.Scheme == "file" {
-			return readFile(pu.Path, max)
+			return files.ReadMax(pu.Path, max)
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
@@ -520,23 +521,6 @@ func defaultGet(client *http.Client) func(ctx context.Context, u string) ([]byte
 		}
 		return data, nil
 	}
-}
-
-// readFile reads a file of at most max bytes.
-func readFile(name string, max int64) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s: longer than %d bytes", name, max)
-	}
-	return data, nil
 }
 
 // errRollback is a source whose database is older than the one held.

@@ -124,7 +124,7 @@ func TestLoadErrors(t *testing.T) {
 			data := osvJSON("GO-2026-0003", "example.com/always", time.Date(2026, 10, 3, 12, 0, 0, 0, time.UTC), [2]string{"introduced", "0"})
 			data = append(data[:len(data)-1], []byte(`,"details":"`+strings.Repeat("x", maxEntryBytes)+`"}`)...)
 			os.WriteFile(filepath.Join(dir, "ID", "GO-2026-0003.json"), data, 0o644)
-		}, "longer than"},
+		}, "larger than"},
 		{"entry modified differs from the index", func(t *testing.T, dir string) {
 			data := osvJSON("GO-2026-0003", "example.com/always", time.Date(2026, 10, 4, 0, 0, 0, 0, time.UTC), [2]string{"introduced", "0"})
 			os.WriteFile(filepath.Join(dir, "ID", "GO-2026-0003.json"), data, 0o644)
@@ -153,7 +153,7 @@ func TestDefaultGetLimits(t *testing.T) {
 	big := make([]byte, maxEntryBytes+1)
 	os.WriteFile(filepath.Join(dir, "ID", "GO-2026-0009.json"), big, 0o644)
 	get := defaultGet(nil)
-	if _, err := get(t.Context(), fileURL(t, dir)+"/ID/GO-2026-0009.json"); err == nil || !strings.Contains(err.Error(), "longer than") {
+	if _, err := get(t.Context(), fileURL(t, dir)+"/ID/GO-2026-0009.json"); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("get(oversized entry) = %v, want longer than", err)
 	}
 	up := newUpstream(t, dir)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+
+	"github.com/modgate/modgate/internal/files"
 )
 
 // mirrorPrefix is where Handler serves the database.
@@ -45,7 +47,7 @@ func (s *Store) Handler() http.Handler {
 		if strings.HasPrefix(rel, "index/") {
 			max = maxIndexBytes
 		}
-		data, err := readFile(name, max)
+		data, err := files.ReadMax(name, max)
 		if errors.Is(err, fs.ErrNotExist) {
 			http.NotFound(w, r)
 			return

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/modgate/modgate/internal/files"
 )
 
 const (
@@ -135,7 +137,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 
 // loadHeld loads the snapshot that stateFile names.
 func (s *Store) loadHeld(ctx context.Context) error {
-	data, err := readFile(filepath.Join(s.dir, stateFile), maxStateBytes)
+	data, err := files.ReadMax(filepath.Join(s.dir, stateFile), maxStateBytes)
 	if err != nil {
 		return err
 	}
@@ -450,7 +452,7 @@ func linkOrCopy(old, name string) error {
 	if os.Link(old, name) == nil {
 		return nil
 	}
-	data, err := readFile(old, maxEntryBytes)
+	data, err := files.ReadMax(old, maxEntryBytes)
 	if err != nil {
 		return err
 	}
