@@ -31,7 +31,7 @@ func TestNewErrors(t *testing.T) {
 		{"env NUL", Config{CacheDir: dir, Env: []string{"X=a\x00b"}}, "Env"},
 		{"env twice", Config{CacheDir: dir, Env: []string{"X=a", "X=b"}}, "Env"},
 		{"env owned HOME", Config{CacheDir: dir, Env: []string{"HOME=/root"}}, "Env: HOME"},
-		{"env owned GOPROXY", Config{CacheDir: dir, Env: []string{"GOPROXY=https://proxy.golang.org"}}, "Env: GOPROXY"},
+		{"env owned GOPROXY", Config{CacheDir: dir, Env: []string{"GOPROXY=https://proxy.example.test"}}, "Env: GOPROXY"},
 		{"env owned GOSUMDB", Config{CacheDir: dir, Env: []string{"GOSUMDB=sum.golang.org"}}, "Env: GOSUMDB"},
 		{"env owned GOFLAGS", Config{CacheDir: dir, Env: []string{"GOFLAGS=-insecure"}}, "Env: GOFLAGS"},
 	}

@@ -15,7 +15,7 @@
 //
 // for GET and HEAD; targets are parsed by goproxy.Parse, and checksum
 // database targets are answered 404. The list includes retracted
-// versions, as proxy.golang.org's does: a client learns about retractions
+// versions, as the public module proxy's does: a client learns about retractions
 // from the go.mod of the latest version and applies them itself, and
 // "go list -m -retracted -versions" through modgate keeps working.
 //
