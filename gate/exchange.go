@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +18,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/mod/module"
-	"golang.org/x/mod/semver"
 
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/cache"
@@ -506,40 +504,21 @@ func (x *Exchange) latestFromList(ctx context.Context, rules *policy.Rules, who 
 	return rules.Latest(who, x.req.Module, x.allowed(ctx, rules, who, listVersions(body)))
 }
 
-// maxCooldownChecks bounds the versions of one list whose age is checked:
-// each check may cost a checksum-database lookup.
-const maxCooldownChecks = 16
-
 // allowed returns the versions who may fetch, in their order: those the
-// rules allow, less those the cooldown holds back. The cooldown is asked
-// from the highest version down until one is admitted: a list's newest
-// versions are the ones that can be too new, and what the go command picks
-// for @latest and go get -u; an older version that is still held back is
-// refused when it is fetched.
+// rules allow, less those with known vulnerabilities refused, less those
+// the cooldown holds back. Each gate decides how far down a list it
+// looks.
 func (x *Exchange) allowed(ctx context.Context, rules *policy.Rules, who policy.Subject, versions []string) []string {
 	if rules != nil {
 		versions = rules.Filter(who, x.req.Module, versions)
 	}
 	if vu := x.p.vulns; vu != nil {
-		versions = slices.DeleteFunc(slices.Clone(versions), func(v string) bool {
-			_, deny, _, _ := vu.Check(x.req.Module, v)
-			return deny
-		})
+		versions = vu.Filter(x.req.Module, versions)
 	}
-	cd := x.p.cooldown
-	if cd == nil {
-		return versions
+	if cd := x.p.cooldown; cd != nil {
+		versions = cd.Filter(ctx, x.req.Module, versions, x.route == policy.Private)
 	}
-	sorted := slices.Clone(versions)
-	semver.Sort(sorted)
-	held := map[string]bool{}
-	for i, n := len(sorted)-1, 0; i >= 0 && n < maxCooldownChecks; i, n = i-1, n+1 {
-		if ok, _, _ := cd.Admit(ctx, x.req.Module, sorted[i], x.route == policy.Private); ok {
-			break
-		}
-		held[sorted[i]] = true
-	}
-	return slices.DeleteFunc(slices.Clone(versions), func(v string) bool { return held[v] })
+	return versions
 }
 
 // gatedVersion reports whether req fetches a particular version's code,

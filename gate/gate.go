@@ -117,8 +117,13 @@ type Authenticator interface {
 // fetched; if not, rule and reason say why, in words for the developer
 // (when it becomes available, or why its age cannot be proven). It may
 // consult the checksum database and must be safe for concurrent use.
+// Filter returns, in their order, the versions of path's list without
+// those it holds back: it may check only the newest (the ones the go
+// command picks for @latest and upgrades), leaving older ones to be
+// refused when fetched.
 type Cooldown interface {
 	Admit(ctx context.Context, path, version string, private bool) (ok bool, rule, reason string)
+	Filter(ctx context.Context, path string, versions []string, private bool) []string
 }
 
 // Vulnerabilities gates versions with known vulnerabilities (package
@@ -126,8 +131,11 @@ type Cooldown interface {
 // which the audit records whatever is decided, and whether to refuse it
 // (reason, for the developer) or serve it with a Warning header value. It
 // must not block on the network and must be safe for concurrent use.
+// Filter returns, in their order, the versions of path's list that Check
+// would not refuse.
 type Vulnerabilities interface {
 	Check(path, version string) (ids []string, deny bool, reason, warning string)
+	Filter(path string, versions []string) []string
 }
 
 // ErrUnauthenticated is an Authenticator's error for a request without

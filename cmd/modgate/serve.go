@@ -649,12 +649,20 @@ func (g gateVulns) Check(path, version string) ([]string, bool, string, string) 
 	return v.IDs, v.Action == vulndb.ActionDeny, v.Reason, v.Warning
 }
 
+func (g gateVulns) Filter(path string, versions []string) []string {
+	return g.c.Filter(path, versions, time.Now())
+}
+
 // gateCooldown is the cooldown as the processor declares it.
 type gateCooldown struct{ c *cooldown.Checker }
 
 func (g gateCooldown) Admit(ctx context.Context, path, version string, private bool) (bool, string, string) {
 	v := g.c.Check(ctx, path, version, private)
 	return v.Allow, v.Rule, v.Reason
+}
+
+func (g gateCooldown) Filter(ctx context.Context, path string, versions []string, private bool) []string {
+	return g.c.Filter(ctx, path, versions, private)
 }
 
 // gateAuth is the authenticator as the processor declares it.

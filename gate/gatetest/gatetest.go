@@ -136,6 +136,11 @@ type setup struct {
 	// vulns is the known-vulnerability gate's action for example.com/a
 	// v1.0.0 (GO-2026-0001, fixed in v1.1.0): "deny" or "warn".
 	vulns string
+	// cooldown holds back example.com/a v1.1.0 and later: too new.
+	cooldown bool
+	// claim gives the private upstream module patterns it alone serves
+	// (as the VCS origin has).
+	claim []string
 }
 
 // want is what a row expects in one mode.
@@ -283,6 +288,10 @@ func rows() []row {
 			want: want{status: 403, cache: "miss", decision: "deny", rule: "private-not-found", upstream: "priv0", saw: map[string]int{"priv0": 1, "pub0": 0}}},
 		{name: "private negative hit refused", target: "/corp.example/nope/@v/list", before: []string{"/corp.example/nope/@v/list"}, setup: setup{refusePriv: true},
 			want: want{status: 403, cache: "negative", decision: "deny", rule: "private-not-found", saw: map[string]int{"priv0": 1, "pub0": 0}}},
+		{name: "private upstream claiming the module", target: "/corp.example/private/@v/v1.0.0.info", setup: setup{claim: []string{"corp.example/private"}},
+			want: want{status: 200, cache: "miss", decision: "forward", upstream: "priv0", saw: map[string]int{"priv0": 1, "pub0": 0}}},
+		{name: "no private upstream claims the module", target: "/corp.example/private/@v/v1.0.0.info", setup: setup{claim: []string{"corp.example/other"}},
+			want: want{status: 403, body: "no private upstream serves corp.example/private", cache: "miss", decision: "deny", rule: "private-no-upstream", saw: map[string]int{"priv0": 0, "pub0": 0}}},
 		{name: "private without upstream", target: "/corp.example/private/@v/list", setup: setup{noPrivate: true},
 			want: want{status: 403, cache: "bypass", decision: "deny", rule: "private-no-upstream", saw: one("pub0", 0)}},
 		{name: "sumdb supported", target: "/sumdb/" + sumdbName + "/supported",
@@ -341,6 +350,14 @@ func rows() []row {
 			want: want{status: 200, cache: "miss", decision: "forward", upstream: "pub0", verified: "verified", vulnIDs: []string{"GO-2026-0001"}, warning: true, saw: one("pub0", 1)}},
 		{name: "vulnerable versions left out of the list", target: "/example.com/a/@v/list", setup: setup{vulns: "deny"},
 			want: want{status: 200, body: "v1.1.0", notBody: "v1.0.0", cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 1)}},
+		{name: "version held back by the cooldown", target: "/example.com/a/@v/v1.1.0.zip", setup: setup{cooldown: true},
+			want: want{status: 403, body: "available after", cache: "bypass", decision: "deny", rule: "cooldown", saw: one("pub0", 0)}},
+		{name: "go.mod of a version held back stays servable", target: "/example.com/a/@v/v1.1.0.mod", setup: setup{cooldown: true},
+			want: want{status: 200, cache: "miss", decision: "forward", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
+		{name: "versions held back left out of the list", target: "/example.com/a/@v/list", setup: setup{cooldown: true},
+			want: want{status: 200, body: "v1.0.0", notBody: "v1.1.0", cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 1)}},
+		{name: "latest held back is the newest admitted", target: "/example.com/a/@latest", before: []string{"/example.com/a/@v/list"}, setup: setup{cooldown: true},
+			want: want{status: 200, body: `"v1.0.0"`, cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 1)}},
 		{name: "coalesced", target: "/example.com/a/@v/v1.0.0.zip", concurrent: 3, setup: setup{delay: 300 * time.Millisecond},
 			want: want{status: 200, cache: "miss|coalesced", decision: "forward|serve", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
 		{name: "tampered zip", target: "/example.com/a/@v/v1.0.0.zip", setup: setup{tamper: map[string][]byte{"example.com/a": nil}},
@@ -628,6 +645,7 @@ func start(t *testing.T, fe FrontEnd, s setup, mods []*testproxy.Module) *harnes
 		if err != nil {
 			t.Fatal(err)
 		}
+		u.Patterns = s.claim
 		env.Private = append(env.Private, u)
 	}
 	set := &drainable{set: upstream.Set{Public: env.Public, Private: env.Private}}
@@ -684,7 +702,12 @@ func start(t *testing.T, fe FrontEnd, s setup, mods []*testproxy.Module) *harnes
 	if s.vulns != "" {
 		vulns = fakeVulns{action: s.vulns}
 	}
+	var cooldown gate.Cooldown
+	if s.cooldown {
+		cooldown = fakeCooldown{}
+	}
 	proc, err := gate.New(gate.Options{
+		Cooldown:        cooldown,
 		Vulnerabilities: vulns,
 		Authenticator:   authn,
 		Rules:           rules,
@@ -726,6 +749,32 @@ func (f fakeVulns) Check(path, version string) ([]string, bool, string, string) 
 		return ids, true, path + " " + version + " has known vulnerabilities: GO-2026-0001; fixed in v1.1.0", ""
 	}
 	return ids, false, "", `299 modgate "GO-2026-0001: fixed in v1.1.0"`
+}
+
+func (f fakeVulns) Filter(path string, versions []string) []string {
+	return slices.DeleteFunc(slices.Clone(versions), func(v string) bool {
+		_, deny, _, _ := f.Check(path, v)
+		return deny
+	})
+}
+
+// fakeCooldown holds back example.com/a v1.1.0 and later, as too new.
+// (Package cooldown proves ages from the checksum database and has its
+// own tests; this is the processor's seam.)
+type fakeCooldown struct{}
+
+func (fakeCooldown) Admit(_ context.Context, path, version string, _ bool) (bool, string, string) {
+	if path == "example.com/a" && semver.Compare(version, "v1.1.0") >= 0 {
+		return false, "cooldown", path + " " + version + " was published within the last 72h; available after 2026-01-05T03:04Z"
+	}
+	return true, "", ""
+}
+
+func (c fakeCooldown) Filter(ctx context.Context, path string, versions []string, private bool) []string {
+	return slices.DeleteFunc(slices.Clone(versions), func(v string) bool {
+		ok, _, _ := c.Admit(ctx, path, v, private)
+		return !ok
+	})
 }
 
 // authenticator is package auth's, as the processor declares it.
