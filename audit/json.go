@@ -58,17 +58,7 @@ func (e *Event) appendBody(b []byte) []byte {
 			b = xo.open(b)
 			b = xo.key(b, "san")
 			b = so.open(b)
-			if len(x.SAN.URI) > 0 {
-				b = so.key(b, "uri")
-				b = append(b, '[')
-				for i, u := range x.SAN.URI {
-					if i > 0 {
-						b = append(b, ',')
-					}
-					b = appendString(b, u)
-				}
-				b = append(b, ']')
-			}
+			b = so.strs(b, "uri", x.SAN.URI)
 			b = so.close(b)
 			b = xo.close(b)
 		}
@@ -87,17 +77,7 @@ func (e *Event) appendBody(b []byte) []byte {
 		var uo object
 		b = uo.open(b)
 		b = uo.str(b, "name", u.Name, true)
-		if len(u.Roles) > 0 {
-			b = uo.key(b, "roles")
-			b = append(b, '[')
-			for i, r := range u.Roles {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = appendString(b, r)
-			}
-			b = append(b, ']')
-		}
+		b = uo.strs(b, "roles", u.Roles)
 		b = uo.close(b)
 	}
 	if u := e.URL; u != nil {
@@ -127,17 +107,7 @@ func (e *Event) appendBody(b []byte) []byte {
 		b = o.key(b, "vulnerability")
 		var vo object
 		b = vo.open(b)
-		if len(v.ID) > 0 {
-			b = vo.key(b, "id")
-			b = append(b, '[')
-			for i, id := range v.ID {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = appendString(b, id)
-			}
-			b = append(b, ']')
-		}
+		b = vo.strs(b, "id", v.ID)
 		b = vo.close(b)
 	}
 
@@ -195,6 +165,23 @@ func (o *object) str(b []byte, k, v string, omitEmpty bool) []byte {
 		return b
 	}
 	return appendString(o.key(b, k), v)
+}
+
+// strs writes k and the JSON array of v, or nothing if v is empty
+// (omitempty).
+func (o *object) strs(b []byte, k string, v []string) []byte {
+	if len(v) == 0 {
+		return b
+	}
+	b = o.key(b, k)
+	b = append(b, '[')
+	for i, s := range v {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
 }
 
 func (o *object) int(b []byte, k string, v int64, omitEmpty bool) []byte {
