@@ -430,6 +430,9 @@ func (x *Exchange) subject() policy.Subject {
 // request alone (Decision.Private).
 func (x *Exchange) filtered(ctx context.Context, e *cache.Entry) (Decision, bool) {
 	rules := x.p.rules.Load()
+	if rules.AllowsAll() {
+		rules = nil // nothing to filter: no need to read the list for it
+	}
 	if (rules == nil && x.p.cooldown == nil && x.p.vulns == nil) || e.Status != http.StatusOK || (x.req.Kind != goproxy.KindList && x.req.Kind != goproxy.KindLatest) {
 		return Decision{}, false
 	}

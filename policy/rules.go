@@ -141,6 +141,12 @@ type Rules struct {
 	rules         []rule
 }
 
+// AllowsAll reports whether r allows every version to everyone: no rule,
+// default allow (or r is nil). A caller may then skip deciding at all.
+func (r *Rules) AllowsAll() bool {
+	return r == nil || (len(r.rules) == 0 && !r.denyByDefault)
+}
+
 // A rule is a checked RuleConfig.
 type rule struct {
 	name     string

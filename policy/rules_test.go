@@ -418,3 +418,26 @@ func mustRules(t testing.TB, cfg RulesConfig) *Rules {
 	}
 	return r
 }
+
+func TestAllowsAll(t *testing.T) {
+	for _, tt := range []struct {
+		cfg  RulesConfig
+		want bool
+	}{
+		{RulesConfig{}, true},
+		{RulesConfig{Default: "allow"}, true},
+		{RulesConfig{Default: "deny"}, false},
+		{RulesConfig{Rules: []RuleConfig{{Match: "example.com/a", Action: "allow"}}}, false},
+	} {
+		r, err := NewRules(tt.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.AllowsAll(); got != tt.want {
+			t.Errorf("NewRules(%+v).AllowsAll() = %v, want %v", tt.cfg, got, tt.want)
+		}
+	}
+	if !(*Rules)(nil).AllowsAll() {
+		t.Error("a nil *Rules does not allow all")
+	}
+}
