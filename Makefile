@@ -6,7 +6,7 @@ PKGS    := ./...
 # Flags for `make run`, e.g. make run ARGS='--config modgate.yaml'
 ARGS    ?=
 
-.PHONY: help build run test deps generate check-generated vet lint fmt-check fuzz bench bench-deps clean
+.PHONY: help build run test deps s3-server generate check-generated vet lint fmt-check fuzz bench bench-deps clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,13 +23,19 @@ test: deps fmt-check vet lint check-generated ## install what the tests need, th
 # What the tests need beyond Go modules: clang, llvm and libbpf's headers to
 # regenerate the eBPF objects, iproute2 for the namespace tests, git for the
 # VCS origin's tests (a real Git server, git http-backend). Installed when
-# missing and we are root (as CI is).
-deps:
+# missing and we are root (as CI is). Then a real S3 server (versitygw),
+# built once from its Go module into ~/.cache/modgate-test/bin and reused.
+# (NATS needs nothing: the tests embed the real nats-server.)
+deps: s3-server
 	@if ! command -v clang >/dev/null || ! command -v llvm-strip >/dev/null || ! test -f /usr/include/bpf/bpf_helpers.h || ! command -v ip >/dev/null || ! command -v git >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang llvm libbpf-dev iproute2 git; \
 		else echo "not root: clang, llvm, libbpf-dev, iproute2 or git missing; the tests that need them will skip"; fi; \
 	fi
+
+# The real S3 server of the tests (versitygw), built once from its Go module.
+s3-server:
+	@GO=$(GO) bash integration/s3server/build.sh
 
 BPF2GO_CFLAGS := -O2 -g -Wall -Werror -I/usr/include/$(shell uname -m)-linux-gnu
 
@@ -57,9 +63,10 @@ fmt-check:
 fuzz: ## fuzz the request grammar for FUZZTIME (default 60s)
 	$(GO) test ./goproxy -run '^$$' -fuzz FuzzParse -fuzztime $(or $(FUZZTIME),60s)
 
-bench: bench-deps ## run the benchmarks (req/s, latency percentiles, CPU per request, modgate vs nginx)
+bench: bench-deps s3-server ## run the benchmarks (req/s, latency percentiles, CPU per request, modgate vs nginx)
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v /integration)
 	$(GO) test -run '^$$' -bench 'VsNginx|VCSDownload' -count=1 -timeout 30m ./integration
+	$(GO) test -run '^$$' -bench 'Replicas' -benchtime=1x -count=1 -timeout 10m ./integration
 
 # nginx (the yardstick) and wrk (the load generator) for BenchmarkVsNginx.
 bench-deps:

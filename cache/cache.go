@@ -68,6 +68,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
+	// Shared, if set, is a tier that replicas share: every commit goes to
+	// it before the local tiers, and a local miss reads it through into
+	// them (see shared.go). Default: none, one machine's cache.
+	Shared Shared
 }
 
 // A Cache is the two tiers together. Create it with Open; Close it when done.
@@ -80,6 +84,9 @@ type Cache struct {
 	stale    time.Duration
 	now      func() time.Time
 	log      *slog.Logger
+
+	shared    Shared
+	downloads Flights[error] // reads through from the shared tier, by key
 }
 
 // Open checks cfg, opens (and locks) the disk tier, rebuilding its index,
@@ -129,6 +136,7 @@ func Open(cfg Config) (*Cache, error) {
 		stale:    cfg.StaleIfError,
 		now:      cfg.Now,
 		log:      cfg.Logger,
+		shared:   cfg.Shared,
 	}, nil
 }
 
@@ -146,12 +154,41 @@ func (t clockTimer) Now() uint32 { return uint32(t().Unix()) }
 // with no servable entry.
 var ErrNotCached = fmt.Errorf("not cached: %w", fs.ErrNotExist)
 
-// Get returns the entry for key, from the hot tier or else the disk tier,
-// with Fresh set. A missing or expired entry is ErrNotCached; any other
-// error is a failure to read the disk tier. The caller closes the Entry.
-// The local tiers do not block on ctx; it is there for the contract the
-// processor declares (gate.Cache), which shared tiers need.
-func (c *Cache) Get(_ context.Context, key string) (*Entry, error) {
+// Get returns the entry for key, from the hot tier, else the disk tier,
+// else the shared tier if there is one, with Fresh set. A missing or
+// expired entry is ErrNotCached; a shared tier that cannot be read is an
+// error wrapping ErrUnavailable, unless a local entry (stale, or there
+// would be no error) can answer; any other error is a failure to read the
+// disk tier. The caller closes the Entry. Only the shared tier blocks on
+// ctx.
+func (c *Cache) Get(ctx context.Context, key string) (*Entry, error) {
+	e, err := c.getLocal(key)
+	if c.shared == nil || (err == nil && e.Fresh) {
+		return e, err
+	}
+	if err != nil && !errors.Is(err, ErrNotCached) {
+		return nil, err
+	}
+	// Missing here, or stale: another replica may have stored it, or
+	// refreshed it, since.
+	se, serr := c.getShared(ctx, key)
+	switch {
+	case serr == nil:
+		if e != nil {
+			e.Close()
+		}
+		return se, nil
+	case e != nil: // stale: it answers if the upstreams fail
+		if !errors.Is(serr, ErrNotCached) {
+			c.log.Warn("cache: shared tier unreadable; a stale local entry stands in", "key", key, "err", serr)
+		}
+		return e, nil
+	}
+	return nil, serr
+}
+
+// getLocal is Get from the local tiers only.
+func (c *Cache) getLocal(key string) (*Entry, error) {
 	now := c.now()
 	if v, err := c.hot.Get([]byte(key)); err == nil {
 		m, body, err := decodeHot(key, v)
@@ -333,11 +370,14 @@ func (w *Writer) Body() (data []byte, file string) {
 func (w *Writer) Size() int64 { return w.meta.Size }
 
 // Commit stores the body and returns the Entry that now serves it (Fresh,
-// positioned at its start; the caller closes it). A Negative or other
+// positioned at its start; the caller closes it). With a shared tier, the
+// body is committed there first (see shared.go); if that fails, nothing
+// is stored, and the error wraps ErrUnavailable. Then a Negative or other
 // non-immutable small body goes to the hot tier only (to the disk tier if,
 // with its key and header, it is too large for the hot tier); an immutable
-// one to both tiers; a large one to the disk tier.
-func (w *Writer) Commit() (*Entry, error) {
+// one to both tiers; a large one to the disk tier. Only the shared tier
+// blocks on ctx.
+func (w *Writer) Commit(ctx context.Context) (*Entry, error) {
 	if w.err != nil {
 		w.Abort()
 		return nil, w.err
@@ -351,26 +391,20 @@ func (w *Writer) Commit() (*Entry, error) {
 			return nil, err
 		}
 	}
-	w.done = true
 	w.meta.Stored = w.c.now()
 	copy(w.meta.SHA256[:], w.h.Sum(nil))
 	m := w.meta
+	if w.c.shared != nil {
+		if err := w.c.putShared(ctx, m, w.buf, w.tmp); err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
+	w.done = true
 
 	if w.tmp == nil && !m.Blob {
 		body := w.buf
-		// A body that fits the Writer's buffer may still be too large for
-		// the hot tier with its header and key: the disk tier holds it.
-		switch hot := w.c.putHot(&m, body); {
-		case !hot || m.Class.Immutable():
-			if err := w.c.storeBytes(m, body); err != nil {
-				// Served from the Entry all the same; only caching is lost.
-				w.c.log.Error("cache: disk tier write failed", "key", m.Key, "err", err)
-			}
-		default:
-			// An older, larger body of the key on disk would come back once
-			// this one leaves the hot tier.
-			w.c.disk.deleteKey(m.Key, [32]byte{}, time.Time{})
-		}
+		w.c.storeLocal(m, body)
 		_, until, _ := w.c.freshness(&m, m.Stored)
 		return &Entry{Meta: m, Fresh: true, FreshUntil: until, Tier: Hot, body: body}, nil
 	}
@@ -407,6 +441,24 @@ func (w *Writer) Abort() {
 	}
 	w.done = true
 	w.buf = nil
+}
+
+// storeLocal stores a small body in the local tiers: a Negative or other
+// non-immutable one in the hot tier only (in the disk tier if, with its
+// key and header, it is too large for the hot tier), an immutable one in
+// both.
+func (c *Cache) storeLocal(m Meta, body []byte) {
+	switch hot := c.putHot(&m, body); {
+	case !hot || m.Class.Immutable():
+		if err := c.storeBytes(m, body); err != nil {
+			// Served from the Entry all the same; only caching is lost.
+			c.log.Error("cache: disk tier write failed", "key", m.Key, "err", err)
+		}
+	default:
+		// An older, larger body of the key on disk would come back once
+		// this one leaves the hot tier.
+		c.disk.deleteKey(m.Key, [32]byte{}, time.Time{})
+	}
 }
 
 // storeBytes writes body to the disk tier as m's blob.

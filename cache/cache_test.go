@@ -95,7 +95,7 @@ func store(c *Cache, key string, class Class, body []byte) (*Entry, error) {
 		}
 		rest = rest[n:]
 	}
-	return w.Commit()
+	return w.Commit(context.Background())
 }
 
 // put stores body under key and checks that the Entry Commit returns
@@ -488,7 +488,7 @@ func TestWriter(t *testing.T) {
 		if _, err := w.Write([]byte("x")); err == nil {
 			t.Errorf("Write after Abort succeeded")
 		}
-		if _, err := w.Commit(); err == nil {
+		if _, err := w.Commit(context.Background()); err == nil {
 			t.Errorf("Commit after Abort succeeded")
 		}
 		wantAbsent(t, c, "/k")
@@ -498,7 +498,7 @@ func TestWriter(t *testing.T) {
 			c := openCache(t, Config{})
 			w := c.NewWriter("/k", Release, 200, "text/plain")
 			w.Write(testBody("k", size))
-			e, err := w.Commit()
+			e, err := w.Commit(context.Background())
 			if err != nil {
 				t.Fatalf("Commit: %v", err)
 			}
@@ -506,7 +506,7 @@ func TestWriter(t *testing.T) {
 			if n, err := w.Write([]byte("more")); err == nil {
 				t.Errorf("Write after Commit (%d bytes) = %d, nil; want an error", size, n)
 			}
-			if _, err := w.Commit(); err == nil {
+			if _, err := w.Commit(context.Background()); err == nil {
 				t.Errorf("second Commit (%d bytes) succeeded", size)
 			}
 			w.Abort() // safe after Commit
@@ -528,7 +528,7 @@ func TestWriter(t *testing.T) {
 		if _, err := w.Write([]byte("x")); err == nil {
 			t.Errorf("Write after an error succeeded")
 		}
-		if _, err := w.Commit(); err == nil {
+		if _, err := w.Commit(context.Background()); err == nil {
 			t.Errorf("Commit after a Write error succeeded")
 		}
 		wantAbsent(t, c, "/k")
@@ -689,7 +689,7 @@ func TestBlobWriter(t *testing.T) {
 		if _, err := w.Write(tt.body); err != nil {
 			t.Fatalf("%s: Write: %v", tt.name, err)
 		}
-		e, err := w.Commit()
+		e, err := w.Commit(context.Background())
 		if err != nil {
 			t.Fatalf("%s: Commit: %v", tt.name, err)
 		}

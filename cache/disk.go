@@ -67,6 +67,40 @@ type entryFile struct {
 	Blob        bool      `json:"blob,omitempty"`
 }
 
+// marshalEntry returns m's entry file.
+func marshalEntry(m Meta) ([]byte, error) {
+	return json.Marshal(entryFile{
+		Key:         m.Key,
+		Class:       m.Class.String(),
+		Status:      m.Status,
+		ContentType: m.ContentType,
+		Size:        m.Size,
+		SHA256:      hex.EncodeToString(m.SHA256[:]),
+		Stored:      m.Stored.UTC(),
+		Blob:        m.Blob,
+	})
+}
+
+// unmarshalEntry parses and checks an entry file.
+func unmarshalEntry(data []byte) (Meta, error) {
+	var ef entryFile
+	if err := json.Unmarshal(data, &ef); err != nil {
+		return Meta{}, err
+	}
+	class, ok := parseClass(ef.Class)
+	if !ok {
+		return Meta{}, fmt.Errorf("unknown class %q", ef.Class)
+	}
+	sum, ok := parseSum(ef.SHA256)
+	if !ok {
+		return Meta{}, fmt.Errorf("bad sha256 %q", ef.SHA256)
+	}
+	if ef.Key == "" || ef.Size < 0 {
+		return Meta{}, errors.New("no key, or a negative size")
+	}
+	return Meta{Key: ef.Key, Class: class, Status: ef.Status, ContentType: ef.ContentType, Size: ef.Size, SHA256: sum, Stored: ef.Stored, Blob: ef.Blob}, nil
+}
+
 func openDisk(dir string, limit int64, log *slog.Logger) (*disk, error) {
 	for _, sub := range []string{"blobs", "entries", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
@@ -180,22 +214,14 @@ func (d *disk) readEntry(p string) (Meta, int64, time.Time, error) {
 	if err != nil {
 		return Meta{}, 0, time.Time{}, err
 	}
-	var ef entryFile
-	if err := json.Unmarshal(data, &ef); err != nil {
+	m, err := unmarshalEntry(data)
+	if err != nil {
 		return Meta{}, 0, time.Time{}, err
 	}
-	if d.entryPath(ef.Key) != p {
+	if d.entryPath(m.Key) != p {
 		return Meta{}, 0, time.Time{}, errors.New("key does not match file name")
 	}
-	class, ok := parseClass(ef.Class)
-	if !ok {
-		return Meta{}, 0, time.Time{}, fmt.Errorf("unknown class %q", ef.Class)
-	}
-	sum, ok := parseSum(ef.SHA256)
-	if !ok {
-		return Meta{}, 0, time.Time{}, fmt.Errorf("bad sha256 %q", ef.SHA256)
-	}
-	m := Meta{Key: ef.Key, Class: class, Status: ef.Status, ContentType: ef.ContentType, Size: ef.Size, SHA256: sum, Stored: ef.Stored, Blob: ef.Blob}
+	sum := m.SHA256
 	fi, err := os.Stat(d.blobPath(sum))
 	if err != nil {
 		return Meta{}, 0, time.Time{}, fmt.Errorf("blob: %w", err)
@@ -312,16 +338,7 @@ func (d *disk) lookup(key string) (Meta, bool) {
 func (d *disk) store(m Meta, tmpPath string) error {
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
-	data, err := json.Marshal(entryFile{
-		Key:         m.Key,
-		Class:       m.Class.String(),
-		Status:      m.Status,
-		ContentType: m.ContentType,
-		Size:        m.Size,
-		SHA256:      hex.EncodeToString(m.SHA256[:]),
-		Stored:      m.Stored.UTC(),
-		Blob:        m.Blob,
-	})
+	data, err := marshalEntry(m)
 	if err != nil {
 		os.Remove(tmpPath)
 		return fmt.Errorf("cache: %w", err)

@@ -46,7 +46,7 @@ func BenchmarkWarmHit(b *testing.B) {
 			defer c.Close()
 			w := c.NewWriter(target, cache.Release, http.StatusOK, "application/json")
 			w.Write(body)
-			if _, err := w.Commit(); err != nil {
+			if _, err := w.Commit(context.Background()); err != nil {
 				b.Fatal(err)
 			}
 			aw := audit.NewWriter(io.Discard)

@@ -8,7 +8,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/goproxy"
+	"github.com/modgate/modgate/ledger"
 	"github.com/modgate/modgate/verify"
 )
 
@@ -56,6 +58,10 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		x.decision = "forward"
 		status, rule = ue.clientStatus(), "upstream"
 		x.logger().WarnContext(ctx, "upstream failed", "err", err, "path", x.target)
+	case storeUnavailable(err):
+		x.decision = "forward"
+		status, rule = http.StatusServiceUnavailable, "store-unavailable"
+		x.logger().ErrorContext(ctx, "shared store unavailable", "err", err, "path", x.target)
 	case errors.As(err, &ve):
 		x.decision = "forward"
 		status, rule = http.StatusBadGateway, ve.rule()
@@ -74,8 +80,17 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		h.Set("WWW-Authenticate", `Basic realm="modgate"`)
 	case ae != nil && ae.retryAfter() > 0:
 		h.Set("Retry-After", strconv.Itoa(int(ae.retryAfter()/time.Second)))
+	case rule == "store-unavailable":
+		h.Set("Retry-After", "5")
 	}
 	return &Reply{Status: status, Header: h, Body: plainText(x.reason)}
+}
+
+// storeUnavailable reports whether err is the shared tier's or the shared
+// ledger's being unreachable: 503, an outage, never an answer about the
+// module (not a 404, not a verification failure).
+func storeUnavailable(err error) bool {
+	return errors.Is(err, cache.ErrUnavailable) || errors.Is(err, ledger.ErrUnavailable)
 }
 
 // A verifyError is an artifact that failed its check, or could not be

@@ -270,22 +270,76 @@ func (x *Exchange) RequestHeaders(ctx context.Context, r Request) Decision {
 			}
 			continue // the flight's entry is gone already: look again
 		}
+		lease, again := x.lead(ctx, f, key)
+		if again {
+			if ctx.Err() != nil {
+				x.closeStale()
+				return Decision{Action: Abort}
+			}
+			continue // another replica's fill ended: look again
+		}
 		x.decision, x.cache = "forward", cacheMiss
 		candidates, err := x.candidates(private)
 		if err != nil {
 			// The requests waiting on this flight get the same answer,
 			// each its own stale entry if it has one.
 			res := FillResult{err: err}
+			release(lease)
 			f.Land(res)
 			return x.failed(ctx, res)
 		}
 		if d, ok := x.charge(ctx); !ok {
+			release(lease)
 			f.Land(FillResult{retry: true})
 			return d
 		}
-		return Decision{Action: Forward, Fill: x.newFill(ctx, f, key, candidates)}
+		fill := x.newFill(ctx, f, key, candidates)
+		fill.lease = lease
+		return Decision{Action: Forward, Fill: fill}
 	}
 	return x.reject(ctx, fmt.Errorf("cache entry for %s vanished three times while being filled", key))
+}
+
+// lead takes key's lease among the replicas for the fill that this
+// request leads in its own process (flight f). It returns the lease to
+// release when the fill lands, or nil if there are no leases, they are
+// unreachable, or this request waited for another replica's fill as long
+// as it may: then it fills alone, and the shared tier's conditional
+// writes keep one commit. again is true if another replica's fill ended
+// while this request waited: f is landed, and the requests waiting on it
+// look in the cache again, as this one must.
+func (x *Exchange) lead(ctx context.Context, f Flight, key string) (lease Lease, again bool) {
+	if x.p.leases == nil {
+		return nil, false
+	}
+	l, err := x.p.leases.Lead(ctx, key)
+	if err != nil {
+		x.logger().DebugContext(ctx, "fill coordination unavailable: this replica fills alone", "key", key, "err", err)
+		return nil, false
+	}
+	if l.Held() {
+		return l, false
+	}
+	wait := x.p.followTimeout
+	if deadline, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(deadline)/2)
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	err = l.Wait(wctx)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		x.logger().InfoContext(ctx, "another replica's fill is taking too long: fetching it here too", "key", key, "waited", wait)
+		return nil, false
+	}
+	f.Land(FillResult{retry: true})
+	return nil, true
+}
+
+// release releases l, if any.
+func release(l Lease) {
+	if l != nil {
+		l.Release()
+	}
 }
 
 // candidates returns the upstreams a miss on the route may ask for the
@@ -321,6 +375,12 @@ func (x *Exchange) lookup(ctx context.Context, key string) (Decision, bool) {
 	span.SetAttributes(attribute.Bool("modgate.cache.found", err == nil))
 	span.End()
 	if err != nil {
+		if errors.Is(err, cache.ErrUnavailable) {
+			// The shared tier may hold it: fetching it now could not be
+			// committed, and "not found" would be a guess.
+			x.cache = cacheMiss
+			return x.reject(ctx, err), true
+		}
 		if !errors.Is(err, cache.ErrNotCached) {
 			x.logger().ErrorContext(ctx, "cache read failed; treating as a miss", "key", key, "err", err)
 		}

@@ -31,6 +31,7 @@ import (
 type Fill struct {
 	p          *Processor
 	flight     Flight
+	lease      Lease // among replicas, if any: released when the fill lands
 	req        goproxy.Request
 	route      policy.Route
 	key        string
@@ -283,7 +284,7 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 		res.err = &upstreamError{upstream: f.upstream, err: bodyErr}
 	case f.w != nil:
 		_, vspan := f.p.tracer.Start(trace.ContextWithSpan(ctx, f.span), "modgate.verify")
-		result, err := f.verify()
+		result, err := f.verify(ctx)
 		vspan.SetAttributes(attribute.String("modgate.verification", string(result)))
 		if err != nil {
 			vspan.SetStatus(codes.Error, err.Error())
@@ -301,7 +302,7 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 		if err != nil {
 			break
 		}
-		e, err := f.w.Commit()
+		e, err := f.w.Commit(ctx)
 		if err != nil {
 			res.err = fmt.Errorf("storing %s: %w", f.key, err)
 			break
@@ -327,6 +328,7 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 		f.span.SetStatus(codes.Error, res.err.Error())
 	}
 	f.span.End()
+	release(f.lease) // after the commit: other replicas look in the store
 	f.flight.Land(res)
 	return res
 }
@@ -347,20 +349,21 @@ func (f *Fill) Abandon(ctx context.Context, err error) FillResult {
 	f.log.InfoContext(ctx, "fill abandoned: nothing stored", "err", err)
 	f.span.SetStatus(codes.Error, "abandoned: "+err.Error())
 	f.span.End()
+	release(f.lease)
 	f.flight.Land(f.result)
 	return f.result
 }
 
 // verify checks the body about to be stored: a go.mod or zip against the
 // checksum database or the ledger, an .info for the version asked.
-func (f *Fill) verify() (verify.Result, error) {
+func (f *Fill) verify(ctx context.Context) (verify.Result, error) {
 	data, file := f.w.Body()
 	private := f.route == policy.Private
 	switch f.req.Kind {
 	case goproxy.KindMod:
-		return f.p.verifier.Mod(f.req.Module, f.req.Version, data, private)
+		return f.p.verifier.Mod(ctx, f.req.Module, f.req.Version, data, private)
 	case goproxy.KindZip:
-		return f.p.verifier.Zip(f.req.Module, f.req.Version, file, private)
+		return f.p.verifier.Zip(ctx, f.req.Module, f.req.Version, file, private)
 	case goproxy.KindInfo, goproxy.KindLatest:
 		return "", checkInfo(f.req, data)
 	}
@@ -400,7 +403,7 @@ func (f *Fill) storeNegative(ctx context.Context) *cache.Entry {
 	_, err := w.Write(body)
 	var e *cache.Entry
 	if err == nil {
-		e, err = w.Commit()
+		e, err = w.Commit(ctx)
 	}
 	if err != nil {
 		w.Abort()

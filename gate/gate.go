@@ -83,6 +83,9 @@ const (
 	MaxExcerptBytes = 4 << 10
 )
 
+// DefaultFollowTimeout is Options.FollowTimeout's default.
+const DefaultFollowTimeout = 60 * time.Second
+
 // UpstreamHeader is every header a request to an upstream carries, in
 // both modes: nothing of the client's (no credentials, cookies, or
 // identity), only modgate's own. The path is the canonical one
@@ -193,13 +196,42 @@ type Flight interface {
 	Land(res FillResult)
 }
 
+// Leases coordinate fills across replicas that share a cache tier
+// (package coord): only the replica that holds a key's lease fetches it,
+// and the others wait for it to commit to the shared tier, then read it
+// from there. Correctness never depends on a lease (the shared tier's
+// conditional writes decide what is stored), so a Lead error, such as
+// coordination being unreachable, lets the fill go ahead coalesced only
+// within this replica. It must be safe for concurrent use.
+type Leases interface {
+	// Lead takes key's lease for a fill by this replica, or returns the
+	// lease another replica holds. A held lease is kept alive (renewed)
+	// until Release. Lead must not block for long: it bounds its own
+	// round trips.
+	Lead(ctx context.Context, key string) (Lease, error)
+}
+
+// A Lease is a replica's claim on one key's fill.
+type Lease interface {
+	// Held reports whether this replica holds the lease, and so leads.
+	Held() bool
+	// Wait, for a lease another replica holds, blocks until that lease
+	// ends (released by its holder after its fill, or lapsed because its
+	// holder stopped renewing it) and returns nil, or until ctx ends and
+	// returns its error. For a held lease it returns nil at once.
+	Wait(ctx context.Context) error
+	// Release ends a held lease; it does nothing for one not held. It
+	// may be called more than once.
+	Release()
+}
+
 // Verifier checks a fetched go.mod or zip of path at version before it is
 // stored: against a checksum database, or, for a private module, the
 // ledger. The result is what the audit event records; an error means the
 // artifact must not be cached or served.
 type Verifier interface {
-	Mod(path, version string, data []byte, private bool) (verify.Result, error)
-	Zip(path, version, file string, private bool) (verify.Result, error)
+	Mod(ctx context.Context, path, version string, data []byte, private bool) (verify.Result, error)
+	Zip(ctx context.Context, path, version, file string, private bool) (verify.Result, error)
 }
 
 // Observer takes the processor's measurements (the metrics). Its methods
@@ -230,6 +262,14 @@ type Options struct {
 	// Coalescer shares one fill among concurrent misses of a key.
 	// Default: in-process.
 	Coalescer Coalescer
+	// Leases coordinate fills with other replicas that share the cache.
+	// Default: none, fills are coalesced within this process only.
+	Leases Leases
+	// FollowTimeout bounds how long a miss waits for another replica's
+	// fill of the same key before it fetches the key itself (a follower
+	// never fails for want of the lease). It is at most half of what is
+	// left of the request's own deadline, if it has one. Default 60s.
+	FollowTimeout time.Duration
 	// Verifier checks .mod and .zip bodies before they are stored.
 	Verifier Verifier
 	// Authenticator establishes who sent each request. Default: none,
@@ -282,6 +322,8 @@ type Processor struct {
 	upstreams          Upstreams
 	cache              Cache
 	flights            Coalescer
+	leases             Leases
+	followTimeout      time.Duration
 	auth               Authenticator
 	cooldown           Cooldown
 	vulns              Vulnerabilities
@@ -317,6 +359,8 @@ func New(opts Options) (*Processor, error) {
 		upstreams:          opts.Upstreams,
 		cache:              opts.Cache,
 		flights:            opts.Coalescer,
+		leases:             opts.Leases,
+		followTimeout:      opts.FollowTimeout,
 		auth:               opts.Authenticator,
 		cooldown:           opts.Cooldown,
 		vulns:              opts.Vulnerabilities,
@@ -338,6 +382,9 @@ func New(opts Options) (*Processor, error) {
 		}
 	}
 	p.rules.Store(opts.Rules)
+	if p.followTimeout <= 0 {
+		p.followTimeout = DefaultFollowTimeout
+	}
 	if p.flights == nil {
 		p.flights = new(localFlights)
 	}

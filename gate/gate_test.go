@@ -20,12 +20,12 @@ import (
 // checking.
 type noVerifier struct{ t testing.TB }
 
-func (v noVerifier) Mod(path, version string, _ []byte, _ bool) (verify.Result, error) {
+func (v noVerifier) Mod(_ context.Context, path, version string, _ []byte, _ bool) (verify.Result, error) {
 	v.t.Errorf("Mod(%s, %s) called", path, version)
 	return "", nil
 }
 
-func (v noVerifier) Zip(path, version, _ string, _ bool) (verify.Result, error) {
+func (v noVerifier) Zip(_ context.Context, path, version, _ string, _ bool) (verify.Result, error) {
 	v.t.Errorf("Zip(%s, %s) called", path, version)
 	return "", nil
 }

@@ -72,7 +72,7 @@ func storeBlob(t testing.TB, c *cache.Cache, key string, body []byte) {
 	if _, err := w.Write(body); err != nil {
 		t.Fatal(err)
 	}
-	e, err := w.Commit()
+	e, err := w.Commit(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,6 +78,13 @@ var (
 // stopped with SIGTERM at the end of the test, and must exit cleanly.
 func startModgate(t testing.TB, config string, flags ...string) *gatewayProc {
 	t.Helper()
+	return startModgateEnv(t, config, nil, flags...)
+}
+
+// startModgateEnv is startModgate with env added to the process's
+// environment (credentials of a store, say).
+func startModgateEnv(t testing.TB, config string, env []string, flags ...string) *gatewayProc {
+	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "modgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
@@ -86,7 +93,7 @@ func startModgate(t testing.TB, config string, flags ...string) *gatewayProc {
 	g := &gatewayProc{audit: filepath.Join(dir, "audit.jsonl")}
 	args := append([]string{"serve", "--config", cfgPath, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--extproc-listen", "127.0.0.1:0", "--blob-listen", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0", "--audit", g.audit, "--cache-dir", filepath.Join(dir, "cache"), "--log-level", "debug"}, flags...)
 	g.cmd = exec.Command(modgateBin, args...)
-	g.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GOENV=off", "GOFLAGS=", "GOTOOLCHAIN=local"}
+	g.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "GOENV=off", "GOFLAGS=", "GOTOOLCHAIN=local"}, env...)
 	stderr, err := g.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -218,6 +225,15 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// kill ends g with SIGKILL, as a crash would, and waits for it to exit.
+func (g *gatewayProc) kill(t testing.TB) {
+	t.Helper()
+	g.stopOnce.Do(func() {
+		g.cmd.Process.Kill()
+		g.cmd.Wait()
+	})
 }
 
 // stopModgate stops g now rather than at the end of the test.

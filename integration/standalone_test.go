@@ -16,7 +16,7 @@ import (
 
 // upstreams starts a public and a private hermetic upstream from the
 // fixtures: corp.example modules are private, the rest public.
-func upstreams(t *testing.T) (public, private *testproxy.Server) {
+func upstreams(t testing.TB) (public, private *testproxy.Server) {
 	t.Helper()
 	var pub, priv []*testproxy.Module
 	for _, m := range testproxy.Fixtures(t) {

@@ -32,17 +32,30 @@
 //     valid line that was never acknowledged (as after a crash between
 //     write and sync), which Open keeps. Either way Open accepts the file.
 //
+// # One ledger for several replicas
+//
+// Replicas that share a cache share the ledger too (Share): each module
+// version's hash is then also one object in a shared store, created only
+// if absent, and that object is the authority. The first replica to
+// record a hash wins; every other replica compares against its record, so
+// two replicas can never record different hashes for one private version.
+// Each replica's file stays its own tamper-evident, hash-chained view of
+// what it checked: it only ever records a hash after the shared record
+// agreed with it.
+//
 // A Ledger is safe for concurrent use.
 package ledger
 
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
@@ -83,10 +96,25 @@ func (e *ChainError) Error() string {
 	return fmt.Sprintf("ledger line %d: %s", e.Line, e.Reason)
 }
 
+// Records is the store that replicas share one ledger through (package
+// s3store): Get reads an object whole, at most max bytes, with an error
+// wrapping fs.ErrNotExist if it is absent; Put with ifAbsent creates an
+// object only if absent, with an error wrapping fs.ErrExist if not. Any
+// other error means the store is unavailable.
+type Records interface {
+	Get(ctx context.Context, name string, max int64) ([]byte, error)
+	Put(ctx context.Context, name string, data []byte, ifAbsent bool) error
+}
+
+// ErrUnavailable is wrapped by Check's error when the shared records
+// cannot be read or written: the hash is neither accepted nor refused.
+var ErrUnavailable = errors.New("shared ledger unavailable")
+
 // A Ledger records hashes in a file.
 type Ledger struct {
-	path string
-	log  *slog.Logger
+	path   string
+	log    *slog.Logger
+	shared Records // nil: this file is the ledger
 
 	mu     sync.Mutex
 	f      file
@@ -148,29 +176,43 @@ func (l *Ledger) Close() error {
 	return l.f.Close()
 }
 
+// Share makes r the ledger's authority, shared with other replicas (see
+// the package comment). Call it before the first Check.
+func (l *Ledger) Share(r Records) { l.shared = r }
+
 // Check compares hash with the one recorded for path at version (which
 // ends in /go.mod for a go.mod hash). With none recorded, it records hash
 // and reports first. A different recorded hash is a *MismatchError.
+//
+// With shared records, a hash this file has not recorded is checked
+// against them first: created there if absent (first), else compared with
+// the record there. Only ctx bounds that.
 //
 // If recording fails, Check undoes the partial append and returns an
 // error; the hash is not recorded and a later Check may record it. If the
 // append cannot be undone, this and every later Check return an error
 // until the ledger is reopened.
-func (l *Ledger) Check(path, version, hash string) (first bool, err error) {
+func (l *Ledger) Check(ctx context.Context, path, version, hash string) (first bool, err error) {
 	if err := checkFields(path, version, hash); err != nil {
 		return false, fmt.Errorf("ledger: %w", err)
 	}
 	key := path + " " + version
+	if l.shared != nil {
+		// Not under l.mu: a round trip to the store must not hold up
+		// checks of other versions.
+		if done, err := l.compare(key, path, version, hash); done || err != nil {
+			return false, err
+		}
+		if first, err = l.checkShared(ctx, path, version, hash); err != nil {
+			return false, err
+		}
+	} else {
+		first = true
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.broken != nil {
-		return false, fmt.Errorf("ledger %s is broken until reopened: an earlier append could not be undone: %w", l.path, l.broken)
-	}
-	if rec, ok := l.sums[key]; ok {
-		if rec != hash {
-			return false, &MismatchError{Module: path, Version: version, Recorded: rec, Got: hash}
-		}
-		return false, nil
+	if done, err := l.compareLocked(key, path, version, hash); done || err != nil {
+		return false, err
 	}
 	chain := next(l.last, key+" "+hash)
 	line := []byte(key + " " + hash + " " + chain + "\n")
@@ -179,7 +221,80 @@ func (l *Ledger) Check(path, version, hash string) (first bool, err error) {
 	}
 	l.sums[key] = hash
 	l.last = chain
+	return first, nil
+}
+
+// compare checks hash against this file's record of key: done if there is
+// one and it matches, a *MismatchError if it differs.
+func (l *Ledger) compare(key, path, version, hash string) (done bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.compareLocked(key, path, version, hash)
+}
+
+func (l *Ledger) compareLocked(key, path, version, hash string) (done bool, err error) {
+	if l.broken != nil {
+		return false, fmt.Errorf("ledger %s is broken until reopened: an earlier append could not be undone: %w", l.path, l.broken)
+	}
+	rec, ok := l.sums[key]
+	switch {
+	case !ok:
+		return false, nil
+	case rec != hash:
+		return false, &MismatchError{Module: path, Version: version, Recorded: rec, Got: hash}
+	}
 	return true, nil
+}
+
+// checkShared records hash in the shared records if none is there (first),
+// or compares it with the one there.
+func (l *Ledger) checkShared(ctx context.Context, path, version, hash string) (first bool, err error) {
+	name, err := recordName(path, version)
+	if err != nil {
+		return false, fmt.Errorf("ledger: %w", err)
+	}
+	line := path + " " + version + " " + hash + "\n"
+	err = l.shared.Put(ctx, name, []byte(line), true)
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return false, fmt.Errorf("%w: recording %s %s: %v", ErrUnavailable, path, version, err)
+	}
+	data, err := l.shared.Get(ctx, name, maxLine)
+	if err != nil {
+		return false, fmt.Errorf("%w: reading the record of %s %s: %v", ErrUnavailable, path, version, err)
+	}
+	f := strings.Fields(string(data))
+	if len(f) != 3 || f[0] != path || f[1] != version || checkFields(f[0], f[1], f[2]) != nil {
+		// Not something a replica writes: refuse rather than trust it.
+		return false, fmt.Errorf("ledger: the shared record of %s %s is malformed: %q", path, version, data)
+	}
+	if f[2] != hash {
+		return false, &MismatchError{Module: path, Version: version, Recorded: f[2], Got: hash}
+	}
+	return false, nil
+}
+
+// recordName is the shared records' object for path at version, laid
+// out as a module proxy lays out its files (a name that is a file never
+// is a directory too, which file-backed stores need):
+// ledger/ESCAPEDPATH/@v/ESCAPEDVERSION.zip for a zip's hash, .mod for a
+// go.mod's. Escaping keeps names distinct on case-insensitive stores.
+func recordName(path, version string) (string, error) {
+	v, mod := strings.CutSuffix(version, "/go.mod")
+	ep, err := module.EscapePath(path)
+	if err != nil {
+		return "", err
+	}
+	ev, err := module.EscapeVersion(v)
+	if err != nil {
+		return "", err
+	}
+	if mod {
+		return "ledger/" + ep + "/@v/" + ev + ".mod", nil
+	}
+	return "ledger/" + ep + "/@v/" + ev + ".zip", nil
 }
 
 // appendLine writes line after the last acknowledged line and syncs it.

@@ -112,23 +112,23 @@ func TestFailedAppendIsUndone(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ledger")
 			l := open(t, path)
-			if _, err := l.Check("corp.example/m", "v1.0.0", hashA); err != nil {
+			if _, err := l.Check(t.Context(), "corp.example/m", "v1.0.0", hashA); err != nil {
 				t.Fatal(err)
 			}
 			before := readFile(t, path)
 			fault := tt.fault
 			inject(l, &fault)
 
-			if first, err := l.Check("corp.example/m", "v1.1.0", hashA); first || !errors.Is(err, tt.wantErr) {
+			if first, err := l.Check(t.Context(), "corp.example/m", "v1.1.0", hashA); first || !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Check with a failing file = %v, %v; want false, %v", first, err, tt.wantErr)
 			}
 			if after := readFile(t, path); !bytes.Equal(after, before) {
 				t.Errorf("after a failed append the file is\n%q\nwant it as before\n%q", after, before)
 			}
-			if first, err := l.Check("corp.example/m", "v1.1.0", hashA); !first || err != nil {
+			if first, err := l.Check(t.Context(), "corp.example/m", "v1.1.0", hashA); !first || err != nil {
 				t.Errorf("retried Check = %v, %v; want true, nil", first, err)
 			}
-			if first, err := l.Check("corp.example/m", "v1.2.0", hashB); !first || err != nil {
+			if first, err := l.Check(t.Context(), "corp.example/m", "v1.2.0", hashB); !first || err != nil {
 				t.Errorf("Check of another version = %v, %v; want true, nil", first, err)
 			}
 			if err := l.Close(); err != nil {
@@ -140,7 +140,7 @@ func TestFailedAppendIsUndone(t *testing.T) {
 				t.Errorf("Read = %q, want %q", got, want)
 			}
 			l2 := open(t, path)
-			if first, err := l2.Check("corp.example/m", "v1.1.0", hashA); first || err != nil {
+			if first, err := l2.Check(t.Context(), "corp.example/m", "v1.1.0", hashA); first || err != nil {
 				t.Errorf("after reopening: Check(v1.1.0) = %v, %v; want false, nil", first, err)
 			}
 		})
@@ -169,13 +169,13 @@ func TestUndoFails(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ledger")
 			l := open(t, path)
-			if _, err := l.Check("corp.example/m", "v1.0.0", hashA); err != nil {
+			if _, err := l.Check(t.Context(), "corp.example/m", "v1.0.0", hashA); err != nil {
 				t.Fatal(err)
 			}
 			fault := tt.fault
 			inject(l, &fault)
 
-			_, err := l.Check("corp.example/m", "v1.1.0", hashA)
+			_, err := l.Check(t.Context(), "corp.example/m", "v1.1.0", hashA)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Check with a failing file = %v, want %v", err, tt.wantErr)
 			}
@@ -185,7 +185,7 @@ func TestUndoFails(t *testing.T) {
 			// and nothing more is written.
 			fault.failSyncs, fault.failCuts = 0, false
 			for _, v := range []string{"v1.1.0", "v1.2.0", "v1.0.0"} {
-				first, err := l.Check("corp.example/m", v, hashA)
+				first, err := l.Check(t.Context(), "corp.example/m", v, hashA)
 				if first || err == nil || !strings.Contains(err.Error(), "broken until reopened") || !errors.Is(err, tt.wantErr) {
 					t.Errorf("Check(%s) on a broken ledger = %v, %v; want false and an error saying it is broken until reopened", v, first, err)
 				}
@@ -199,10 +199,10 @@ func TestUndoFails(t *testing.T) {
 			if got := versions(t, path); !slices.Equal(got, tt.wantAfter) {
 				t.Errorf("after reopening: Read = %q, want %q", got, tt.wantAfter)
 			}
-			if first, err := l2.Check("corp.example/m", "v1.1.0", hashA); first != (len(tt.wantAfter) == 1) || err != nil {
+			if first, err := l2.Check(t.Context(), "corp.example/m", "v1.1.0", hashA); first != (len(tt.wantAfter) == 1) || err != nil {
 				t.Errorf("after reopening: Check(v1.1.0) = %v, %v; want %v, nil", first, err, len(tt.wantAfter) == 1)
 			}
-			if first, err := l2.Check("corp.example/m", "v1.2.0", hashA); !first || err != nil {
+			if first, err := l2.Check(t.Context(), "corp.example/m", "v1.2.0", hashA); !first || err != nil {
 				t.Errorf("after reopening: Check(v1.2.0) = %v, %v; want true, nil", first, err)
 			}
 			l2.Close()
@@ -240,7 +240,7 @@ func TestOpenDropsTornTail(t *testing.T) {
 			if got := string(readFile(t, path)); got != tt.whole {
 				t.Errorf("after Open the file is %q, want %q", got, tt.whole)
 			}
-			if first, err := l.Check("corp.example/n", "v1.0.0", hashB); !first || err != nil {
+			if first, err := l.Check(t.Context(), "corp.example/n", "v1.0.0", hashB); !first || err != nil {
 				t.Errorf("Check = %v, %v; want true, nil", first, err)
 			}
 			l.Close()

@@ -41,7 +41,7 @@ func TestCheck(t *testing.T) {
 		{"corp.example/m/v2", "v2.0.0", hashB, true, false},
 	}
 	for _, s := range steps {
-		first, err := l.Check(s.mod, s.vers, s.hash)
+		first, err := l.Check(t.Context(), s.mod, s.vers, s.hash)
 		var me *MismatchError
 		if first != s.wantFirst || errors.As(err, &me) != s.wantMismatch || (err != nil && !s.wantMismatch) {
 			t.Errorf("Check(%s %s %s) = %v, %v; want first %v, mismatch %v", s.mod, s.vers, s.hash, first, err, s.wantFirst, s.wantMismatch)
@@ -54,7 +54,7 @@ func TestCheck(t *testing.T) {
 		{"corp.example/m", "v1.0.0", "sha256:x"},
 		{"corp.example/m", "v1.0.0", "h1:short"},
 	} {
-		if _, err := l.Check(bad[0], bad[1], bad[2]); err == nil {
+		if _, err := l.Check(t.Context(), bad[0], bad[1], bad[2]); err == nil {
 			t.Errorf("Check(%q) accepted a malformed entry", bad)
 		}
 	}
@@ -62,11 +62,11 @@ func TestCheck(t *testing.T) {
 	// It survives a restart, and mismatches are still refused.
 	l.Close()
 	l2 := open(t, path)
-	if first, err := l2.Check("corp.example/m", "v1.0.0", hashA); first || err != nil {
+	if first, err := l2.Check(t.Context(), "corp.example/m", "v1.0.0", hashA); first || err != nil {
 		t.Errorf("after restart: Check(recorded hash) = %v, %v", first, err)
 	}
 	var me *MismatchError
-	if _, err := l2.Check("corp.example/m", "v1.0.0", hashB); !errors.As(err, &me) || me.Recorded != hashA {
+	if _, err := l2.Check(t.Context(), "corp.example/m", "v1.0.0", hashB); !errors.As(err, &me) || me.Recorded != hashA {
 		t.Errorf("after restart: Check(other hash) = %v, want a mismatch against %s", err, hashA)
 	}
 	f, err := os.Open(path)
@@ -86,7 +86,7 @@ func TestConcurrentFirstUse(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
-			first, err := l.Check("corp.example/m", "v1.0.0", hashA)
+			first, err := l.Check(t.Context(), "corp.example/m", "v1.0.0", hashA)
 			if err != nil {
 				t.Error(err)
 			}
@@ -109,7 +109,7 @@ func ledgerText(t *testing.T) []string {
 	path := filepath.Join(t.TempDir(), "ledger")
 	l := open(t, path)
 	for _, v := range []string{"v1.0.0", "v1.1.0", "v1.2.0"} {
-		if _, err := l.Check("corp.example/m", v, hashA); err != nil {
+		if _, err := l.Check(t.Context(), "corp.example/m", v, hashA); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -168,10 +168,10 @@ func TestTornFinalLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := open(t, path)
-	if first, err := l.Check("corp.example/m", "v1.2.0", hashB); !first || err != nil {
+	if first, err := l.Check(t.Context(), "corp.example/m", "v1.2.0", hashB); !first || err != nil {
 		t.Errorf("Check of the torn entry's version = %v, %v; want recorded afresh", first, err)
 	}
-	if first, err := l.Check("corp.example/m", "v1.1.0", hashA); first || err != nil {
+	if first, err := l.Check(t.Context(), "corp.example/m", "v1.1.0", hashA); first || err != nil {
 		t.Errorf("Check of an intact entry = %v, %v", first, err)
 	}
 }

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -51,13 +52,13 @@ func BenchmarkVerifyZip(b *testing.B) {
 			d := newDB(b, skey, map[module.Version]string{{Path: m.Path, Version: m.Version}: sum})
 			v := newVerifier(b, opts{key: vkey, dir: b.TempDir(), fetch: d.fetch})
 			file := zipFile(b, m.Zip)
-			if _, err := v.Zip(m.Path, m.Version, file, false); err != nil {
+			if _, err := v.Zip(context.Background(), m.Path, m.Version, file, false); err != nil {
 				b.Fatal(err)
 			}
 			b.SetBytes(int64(len(m.Zip)))
 			b.ResetTimer()
 			for b.Loop() {
-				if _, err := v.Zip(m.Path, m.Version, file, false); err != nil {
+				if _, err := v.Zip(context.Background(), m.Path, m.Version, file, false); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -75,11 +76,11 @@ func BenchmarkVerifyMod(b *testing.B) {
 	d := newDB(b, skey, sums)
 	v := newVerifier(b, opts{key: vkey, dir: b.TempDir(), fetch: d.fetch})
 	a := mods["example.com/a@v1.0.0"]
-	if _, err := v.Mod(a.Path, a.Version, a.Mod, false); err != nil {
+	if _, err := v.Mod(context.Background(), a.Path, a.Version, a.Mod, false); err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if _, err := v.Mod(a.Path, a.Version, a.Mod, false); err != nil {
+		if _, err := v.Mod(context.Background(), a.Path, a.Version, a.Mod, false); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -169,18 +169,18 @@ func (v *Verifier) Close() error {
 func (v *Verifier) Name() string { return v.name }
 
 // Mod checks data, the go.mod file of path at version.
-func (v *Verifier) Mod(path, version string, data []byte, private bool) (Result, error) {
+func (v *Verifier) Mod(ctx context.Context, path, version string, data []byte, private bool) (Result, error) {
 	h, err := dirhash.Hash1([]string{"go.mod"}, func(string) (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(data)), nil
 	})
 	if err != nil {
 		return "", fmt.Errorf("verifying %s@%s: hashing go.mod: %w", path, version, err)
 	}
-	return v.check(path, version, "/go.mod", h, private)
+	return v.check(ctx, path, version, "/go.mod", h, private)
 }
 
 // Zip checks the module zip in file, served as path at version.
-func (v *Verifier) Zip(path, version, file string, private bool) (Result, error) {
+func (v *Verifier) Zip(ctx context.Context, path, version, file string, private bool) (Result, error) {
 	cf, err := zip.CheckZip(module.Version{Path: path, Version: version}, file)
 	if err == nil {
 		err = cf.Err()
@@ -192,18 +192,18 @@ func (v *Verifier) Zip(path, version, file string, private bool) (Result, error)
 	if err != nil {
 		return "", &InvalidZipError{Module: path, Version: version, Err: err}
 	}
-	return v.check(path, version, "", h, private)
+	return v.check(ctx, path, version, "", h, private)
 }
 
 // check compares hash with the database's or the ledger's for path at
 // version; suffix is "/go.mod" for a go.mod hash.
-func (v *Verifier) check(path, version, suffix, hash string, private bool) (Result, error) {
+func (v *Verifier) check(ctx context.Context, path, version, suffix, hash string, private bool) (Result, error) {
 	what := "zip"
 	if suffix != "" {
 		what = "go.mod"
 	}
 	if private {
-		_, err := v.ledger.Check(path, version+suffix, hash)
+		_, err := v.ledger.Check(ctx, path, version+suffix, hash)
 		var me *ledger.MismatchError
 		if errors.As(err, &me) {
 			return "", &MismatchError{Module: path, Version: version, What: what, Want: me.Recorded, Got: hash, Source: "private ledger"}

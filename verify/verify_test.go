@@ -125,19 +125,25 @@ func TestVerify(t *testing.T) {
 		invalid  bool   // an *InvalidZipError expected
 		errText  string
 	}{
-		{name: "go.mod", run: func() (Result, error) { return v.Mod(a.Path, a.Version, a.Mod, false) }, want: Verified},
-		{name: "zip", run: func() (Result, error) { return v.Zip(a.Path, a.Version, zipFile(t, a.Zip), false) }, want: Verified},
+		{name: "go.mod", run: func() (Result, error) { return v.Mod(context.Background(), a.Path, a.Version, a.Mod, false) }, want: Verified},
+		{name: "zip", run: func() (Result, error) {
+			return v.Zip(context.Background(), a.Path, a.Version, zipFile(t, a.Zip), false)
+		}, want: Verified},
 		{name: "upper-case path", run: func() (Result, error) {
 			m := mods["example.com/Upper/m@v1.0.0"]
-			return v.Zip(m.Path, m.Version, zipFile(t, m.Zip), false)
+			return v.Zip(context.Background(), m.Path, m.Version, zipFile(t, m.Zip), false)
 		}, want: Verified},
 		{name: "tampered go.mod", run: func() (Result, error) {
-			return v.Mod(a.Path, a.Version, append(a.Mod, "require example.com/evil v1.0.0\n"...), false)
+			return v.Mod(context.Background(), a.Path, a.Version, append(a.Mod, "require example.com/evil v1.0.0\n"...), false)
 		}, mismatch: "go.mod"},
-		{name: "go.mod of another module", run: func() (Result, error) { return v.Mod(a.Path, a.Version, b.Mod, false) }, mismatch: "go.mod"},
-		{name: "zip of another version", run: func() (Result, error) { return v.Zip(a.Path, a.Version, zipFile(t, a11.Zip), false) }, invalid: true},
-		{name: "not a zip", run: func() (Result, error) { return v.Zip(a.Path, a.Version, zipFile(t, []byte("PK no")), false) }, invalid: true},
-		{name: "unknown to the database", run: func() (Result, error) { return v.Mod("example.com/nope", "v1.0.0", a.Mod, false) }, errText: "example.com/nope"},
+		{name: "go.mod of another module", run: func() (Result, error) { return v.Mod(context.Background(), a.Path, a.Version, b.Mod, false) }, mismatch: "go.mod"},
+		{name: "zip of another version", run: func() (Result, error) {
+			return v.Zip(context.Background(), a.Path, a.Version, zipFile(t, a11.Zip), false)
+		}, invalid: true},
+		{name: "not a zip", run: func() (Result, error) {
+			return v.Zip(context.Background(), a.Path, a.Version, zipFile(t, []byte("PK no")), false)
+		}, invalid: true},
+		{name: "unknown to the database", run: func() (Result, error) { return v.Mod(context.Background(), "example.com/nope", "v1.0.0", a.Mod, false) }, errText: "example.com/nope"},
 	}
 	for _, tt := range tests {
 		got, err := tt.run()
@@ -168,18 +174,18 @@ func TestPrivateAndSkipped(t *testing.T) {
 	mods, _ := fixtures(t)
 	p := mods["corp.example/private@v1.0.0"]
 	v := newVerifier(t, opts{}) // no database
-	if got, err := v.Mod(p.Path, p.Version, p.Mod, true); got != Ledger || err != nil {
+	if got, err := v.Mod(context.Background(), p.Path, p.Version, p.Mod, true); got != Ledger || err != nil {
 		t.Errorf("private go.mod, first use = %v, %v; want ledger", got, err)
 	}
-	if got, err := v.Mod(p.Path, p.Version, p.Mod, true); got != Ledger || err != nil {
+	if got, err := v.Mod(context.Background(), p.Path, p.Version, p.Mod, true); got != Ledger || err != nil {
 		t.Errorf("private go.mod, again = %v, %v; want ledger", got, err)
 	}
 	var me *MismatchError
-	if _, err := v.Mod(p.Path, p.Version, append(p.Mod, '\n'), true); !errors.As(err, &me) || me.Source != "private ledger" {
+	if _, err := v.Mod(context.Background(), p.Path, p.Version, append(p.Mod, '\n'), true); !errors.As(err, &me) || me.Source != "private ledger" {
 		t.Errorf("private go.mod, changed = %v; want a mismatch against the private ledger", err)
 	}
 	a := mods["example.com/a@v1.0.0"]
-	if got, err := v.Mod(a.Path, a.Version, a.Mod, false); got != Skipped || err != nil {
+	if got, err := v.Mod(context.Background(), a.Path, a.Version, a.Mod, false); got != Skipped || err != nil {
 		t.Errorf("public go.mod without a database = %v, %v; want skipped", got, err)
 	}
 }
@@ -191,22 +197,22 @@ func TestDatabaseUnreachable(t *testing.T) {
 	dir := t.TempDir()
 	v := newVerifier(t, opts{key: vkey, dir: dir, fetch: d.fetch})
 	a, b := mods["example.com/a@v1.0.0"], mods["example.com/b@v1.0.0"]
-	if _, err := v.Mod(a.Path, a.Version, a.Mod, false); err != nil {
+	if _, err := v.Mod(context.Background(), a.Path, a.Version, a.Mod, false); err != nil {
 		t.Fatal(err)
 	}
 
 	d.down.Store(true)
 	// What was fetched before is verified from what the Verifier kept.
-	if got, err := v.Zip(a.Path, a.Version, zipFile(t, a.Zip), false); got != Verified || err != nil {
+	if got, err := v.Zip(context.Background(), a.Path, a.Version, zipFile(t, a.Zip), false); got != Verified || err != nil {
 		t.Errorf("with the database down, a known record = %v, %v; want verified", got, err)
 	}
 	// Something new cannot be verified, and is refused.
-	if _, err := v.Mod(b.Path, b.Version, b.Mod, false); err == nil {
+	if _, err := v.Mod(context.Background(), b.Path, b.Version, b.Mod, false); err == nil {
 		t.Error("with the database down, an unknown record verified")
 	}
 	// The failure is not remembered: once the database is back, it verifies.
 	d.down.Store(false)
-	if got, err := v.Mod(b.Path, b.Version, b.Mod, false); got != Verified || err != nil {
+	if got, err := v.Mod(context.Background(), b.Path, b.Version, b.Mod, false); got != Verified || err != nil {
 		t.Errorf("database back: %v, %v; want verified", got, err)
 	}
 
@@ -216,7 +222,7 @@ func TestDatabaseUnreachable(t *testing.T) {
 	d.down.Store(true)
 	v2 := newVerifier(t, opts{key: vkey, dir: dir, fetch: d.fetch})
 	for _, m := range []*testproxy.Module{a, b} {
-		if got, err := v2.Mod(m.Path, m.Version, m.Mod, false); got != Verified || err != nil {
+		if got, err := v2.Mod(context.Background(), m.Path, m.Version, m.Mod, false); got != Verified || err != nil {
 			t.Errorf("restarted, database down, %s@%s = %v, %v; want verified", m.Path, m.Version, got, err)
 		}
 	}
@@ -230,7 +236,7 @@ func TestForkAcrossRestart(t *testing.T) {
 
 	honest := newDB(t, skey, sums)
 	v := newVerifier(t, opts{key: vkey, dir: dir, fetch: honest.fetch})
-	if _, err := v.Mod(a.Path, a.Version, a.Mod, false); err != nil {
+	if _, err := v.Mod(context.Background(), a.Path, a.Version, a.Mod, false); err != nil {
 		t.Fatal(err)
 	}
 	v.Close()
@@ -249,10 +255,10 @@ func TestForkAcrossRestart(t *testing.T) {
 		alarms = append(alarms, msg)
 		mu.Unlock()
 	}})
-	if _, err := v2.Mod(b.Path, b.Version, b.Mod, false); !errors.Is(err, ErrSecurity) {
+	if _, err := v2.Mod(context.Background(), b.Path, b.Version, b.Mod, false); !errors.Is(err, ErrSecurity) {
 		t.Errorf("verifying through a forked database = %v, want ErrSecurity", err)
 	}
-	if _, err := v2.Mod(c.Path, c.Version, c.Mod, false); !errors.Is(err, ErrSecurity) {
+	if _, err := v2.Mod(context.Background(), c.Path, c.Version, c.Mod, false); !errors.Is(err, ErrSecurity) {
 		t.Errorf("verifying after a security error = %v, want ErrSecurity (fail closed)", err)
 	}
 	mu.Lock()
@@ -324,7 +330,7 @@ func TestOnTree(t *testing.T) {
 	}
 	t.Cleanup(func() { v.Close() })
 	a := mods["example.com/a@v1.0.0"]
-	if _, err := v.Mod(a.Path, a.Version, a.Mod, false); err != nil {
+	if _, err := v.Mod(context.Background(), a.Path, a.Version, a.Mod, false); err != nil {
 		t.Fatal(err)
 	}
 	if len(trees) != 1 {

@@ -39,13 +39,18 @@ func (g *standalone) adminHandler() http.Handler {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
-		// Stale vulnerability data is a reason, not a failure: pulling
-		// every replica out at once would help nobody.
-		if s := g.vulnStore; s != nil && s.Stale() {
-			fmt.Fprintf(w, "ready\nvulndb: stale: the data is %s old (max_staleness %s)\n", s.Age().Round(time.Minute), g.cfg.VulnDB.MaxStaleness)
-			return
-		}
+		// Stale vulnerability data and unreachable fill coordination are
+		// reasons, not failures: pulling every replica out at once would
+		// help nobody, and without coordination a replica stays correct.
 		io.WriteString(w, "ready\n")
+		if s := g.vulnStore; s != nil && s.Stale() {
+			fmt.Fprintf(w, "vulndb: stale: the data is %s old (max_staleness %s)\n", s.Age().Round(time.Minute), g.cfg.VulnDB.MaxStaleness)
+		}
+		if g.leases != nil {
+			if ok, detail := g.leases.Status(); !ok {
+				fmt.Fprintf(w, "coordination: unavailable, filling alone: %s\n", detail)
+			}
+		}
 	})
 	mux.HandleFunc("GET /cache/stats", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -148,6 +148,14 @@ type fileConfig struct {
 	// CacheDir holds the disk tier. Default: modgate/ under the user cache
 	// directory ($XDG_CACHE_HOME or ~/.cache).
 	CacheDir string `yaml:"cache_dir"`
+	// Store is a tier that several replicas share: an S3-compatible
+	// bucket, with credentials from the AWS SDK's standard chain. The
+	// local tiers then cache it. Default: none, one machine's cache.
+	Store storeConfig `yaml:"store"`
+	// Coordination lets replicas share fills through NATS JetStream, so
+	// that a miss asked of all of them reaches the upstream once. Needs
+	// store. Default: none.
+	Coordination coordinationConfig `yaml:"coordination"`
 	// Cache sizes the tiers and sets lifetimes.
 	Cache cacheConfig `yaml:"cache"`
 	// Budget rations cache misses per client and per module.
@@ -529,6 +537,12 @@ func (c *fileConfig) check() error {
 		return err
 	}
 	if err := c.VCS.check(); err != nil {
+		return err
+	}
+	if err := c.Store.check(); err != nil {
+		return err
+	}
+	if err := c.Coordination.check(&c.Store); err != nil {
 		return err
 	}
 	if _, err := policy.NewRules(c.Policy); err != nil {

@@ -89,6 +89,17 @@ func TestLoadConfigErrorsNameTheField(t *testing.T) {
 		{"vcs advertise not ip", "vcs:\n  listen: 0.0.0.0:9004\n  advertise: modgate:9004\n", "vcs.advertise"},
 		{"vcs advertise without listen", "vcs:\n  advertise: 10.0.0.9:9004\n", "vcs.listen is off"},
 		{"private not found contradicted", "private_not_found: pass\npass_private_not_found: false\n", "pass_private_not_found"},
+		{"store type", "store:\n  type: gcs\n  bucket: b\n", "store: type"},
+		{"store without bucket", "store:\n  type: s3\n", "store: bucket"},
+		{"store bucket without type", "store:\n  bucket: b\n", "store: bucket or endpoint"},
+		{"store prefix without slash", "store:\n  type: s3\n  bucket: b\n  prefix: cache\n", "store: prefix"},
+		{"store small parts", "store:\n  type: s3\n  bucket: b\n  part_size: 1MiB\n", "store: part_size"},
+		{"store unknown field", "store:\n  type: s3\n  bucket: b\n  secret_key: x\n", "secret_key"},
+		{"coordination without store", "coordination:\n  type: nats\n  url: nats://127.0.0.1:4222\n", "coordination: needs a shared store"},
+		{"coordination type", "store: {type: s3, bucket: b}\ncoordination:\n  type: redis\n", "coordination: type"},
+		{"coordination without url", "store: {type: s3, bucket: b}\ncoordination:\n  type: nats\n", "coordination: url"},
+		{"coordination short lease", "store: {type: s3, bucket: b}\ncoordination: {type: nats, url: \"nats://h:4222\", lease_ttl: 10ms}\n", "coordination: lease_ttl"},
+		{"coordination user without password", "store: {type: s3, bucket: b}\ncoordination: {type: nats, url: \"nats://h:4222\", user: u}\n", "password_file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

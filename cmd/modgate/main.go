@@ -32,6 +32,7 @@ var commands = []command{
 	{"xds", "run the control plane alone: upstream clusters for the gateway Envoy over ADS", xdsCmd},
 	{"cache", "show cache statistics or purge a module from a running gateway", cacheCmd},
 	{"ledger", "list or verify the private-module checksum ledger", ledgerCmd},
+	{"store", "tidy the store that replicas share: orphaned blobs and unfinished uploads", storeCmd},
 	{"client-env", "print the go env -w line that points a go command at this gateway", clientEnvCmd},
 	{"token", "create, list or revoke the client tokens go commands authenticate with", tokenCmd},
 	{"policy", "check which module versions an identity may fetch, or validate the policy rules", policyCmd},

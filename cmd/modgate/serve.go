@@ -37,6 +37,7 @@ import (
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/capability"
 	"github.com/modgate/modgate/cooldown"
+	"github.com/modgate/modgate/coord"
 	"github.com/modgate/modgate/extproc"
 	"github.com/modgate/modgate/gate"
 	"github.com/modgate/modgate/gateway"
@@ -46,6 +47,7 @@ import (
 	"github.com/modgate/modgate/ledger"
 	"github.com/modgate/modgate/metrics"
 	"github.com/modgate/modgate/policy"
+	"github.com/modgate/modgate/s3store"
 	"github.com/modgate/modgate/upstream"
 	"github.com/modgate/modgate/vcs"
 	"github.com/modgate/modgate/verify"
@@ -266,19 +268,23 @@ func (f *serveFlags) apply(cfg *fileConfig) {
 
 // standalone is a running standalone gateway: its servers and what they share.
 type standalone struct {
-	cfg      *fileConfig
-	cfgPath  string // the file to reload on SIGHUP, "" if none
-	env      goEnv
-	client   *upstream.Client
-	health   *health.Registry
-	metrics  *metrics.Metrics
-	tracing  *sdktrace.TracerProvider // nil when tracing is off
-	xds      *xds.Server
-	log      *slog.Logger
-	handler  *gateway.Handler
-	extproc  *extproc.Server
-	cache    *cache.Cache
-	ledger   *ledger.Ledger
+	cfg     *fileConfig
+	cfgPath string // the file to reload on SIGHUP, "" if none
+	env     goEnv
+	client  *upstream.Client
+	health  *health.Registry
+	metrics *metrics.Metrics
+	tracing *sdktrace.TracerProvider // nil when tracing is off
+	xds     *xds.Server
+	log     *slog.Logger
+	handler *gateway.Handler
+	extproc *extproc.Server
+	cache   *cache.Cache
+	ledger  *ledger.Ledger
+	// store is the tier replicas share, leases their fill coordination;
+	// nil without store: or coordination:.
+	store    *s3store.Store
+	leases   *coord.Leases
 	verifier *verify.Verifier
 	audit    *audit.Writer
 	// caps makes the ext_proc server's blob-route tokens and checks them
@@ -338,6 +344,13 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 			hot = cache.DefaultHotBytes
 		}
 		debug.SetMemoryLimit(hot + 128<<20)
+	}
+	if err := g.openStore(ctx); err != nil {
+		g.close()
+		return nil, err
+	}
+	if g.store != nil {
+		cc.Shared = g.store
 	}
 	if g.cache, err = cache.Open(cc); err != nil {
 		g.close()
@@ -407,6 +420,22 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	}
 	if bud != nil {
 		opts.Budget = bud // a nil *budget.Budget would be a non-nil interface
+	}
+	if err := g.openCoordination(ctx); err != nil {
+		g.close()
+		return nil, err
+	}
+	if g.leases != nil {
+		opts.Leases = gateLeases{g.leases}
+		opts.FollowTimeout = cfg.Coordination.FollowTimeout
+		g.metrics.Register(metrics.GaugeFunc("modgate_coordination_up",
+			"1 while the fill coordination (NATS) is reachable; 0 while each replica fills alone",
+			func() float64 {
+				if ok, _ := g.leases.Status(); ok {
+					return 1
+				}
+				return 0
+			}))
 	}
 	if authn != nil {
 		opts.Authenticator = gateAuth{authn}
@@ -491,6 +520,9 @@ func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEn
 	}
 	if g.ledger, err = ledger.Open(filepath.Join(cacheDir, "ledger"), g.log); err != nil {
 		return err
+	}
+	if g.store != nil {
+		g.ledger.Share(g.store) // one ledger for every replica
 	}
 	vc := verify.Config{Key: key, Ledger: g.ledger, Logger: g.log}
 	if key == "" {
@@ -703,6 +735,11 @@ func (g *standalone) openVCS(cfg *fileConfig, env goEnv, cacheDir string) error 
 }
 
 func (g *standalone) close() {
+	if g.leases != nil {
+		if err := g.leases.Close(); err != nil {
+			g.log.Warn("closing the fill coordination", "err", err)
+		}
+	}
 	if g.cooldown != nil {
 		if err := g.cooldown.Close(); err != nil {
 			g.log.Warn("closing the cooldown", "err", err)

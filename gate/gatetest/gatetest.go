@@ -19,7 +19,9 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -141,6 +143,11 @@ type setup struct {
 	// claim gives the private upstream module patterns it alone serves
 	// (as the VCS origin has).
 	claim []string
+	// lease is how the other replicas' fill coordination behaves (see
+	// fakeLeases): "elsewhere", "down", "lapsed" or "slow". "": none.
+	lease string
+	// storeDown gives the cache a shared tier that cannot be reached.
+	storeDown bool
 }
 
 // want is what a row expects in one mode.
@@ -358,6 +365,16 @@ func rows() []row {
 			want: want{status: 200, body: "v1.0.0", notBody: "v1.1.0", cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 1)}},
 		{name: "latest held back is the newest admitted", target: "/example.com/a/@latest", before: []string{"/example.com/a/@v/list"}, setup: setup{cooldown: true},
 			want: want{status: 200, body: `"v1.0.0"`, cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 1)}},
+		{name: "another replica fills the miss", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{lease: "elsewhere"},
+			want: want{status: 200, body: "module example.com/a", cache: "hit", decision: "serve", saw: one("pub0", 0)}},
+		{name: "fill coordination down: the replica fills alone", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{lease: "down"},
+			want: want{status: 200, cache: "miss", decision: "forward", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
+		{name: "another replica's lease lapses: this one fills", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{lease: "lapsed"},
+			want: want{status: 200, cache: "miss", decision: "forward", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
+		{name: "another replica's fill is too slow: this one fills too", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{lease: "slow"},
+			want: want{status: 200, cache: "miss", decision: "forward", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
+		{name: "miss while the shared store is down is 503", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{storeDown: true},
+			want: want{status: 503, body: "shared cache tier unavailable", cache: "miss", decision: "forward", rule: "store-unavailable", saw: one("pub0", 0)}},
 		{name: "coalesced", target: "/example.com/a/@v/v1.0.0.zip", concurrent: 3, setup: setup{delay: 300 * time.Millisecond},
 			want: want{status: 200, cache: "miss|coalesced", decision: "forward|serve", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
 		{name: "tampered zip", target: "/example.com/a/@v/v1.0.0.zip", setup: setup{tamper: map[string][]byte{"example.com/a": nil}},
@@ -655,7 +672,11 @@ func start(t *testing.T, fe FrontEnd, s setup, mods []*testproxy.Module) *harnes
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := cache.Open(cache.Config{Dir: t.TempDir(), HotBytes: 8 << 20, DiskBytes: 1 << 30, Now: h.clock.Now, Logger: log})
+	cc := cache.Config{Dir: t.TempDir(), HotBytes: 8 << 20, DiskBytes: 1 << 30, Now: h.clock.Now, Logger: log}
+	if s.storeDown {
+		cc.Shared = downStore{}
+	}
+	c, err := cache.Open(cc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -706,7 +727,15 @@ func start(t *testing.T, fe FrontEnd, s setup, mods []*testproxy.Module) *harnes
 	if s.cooldown {
 		cooldown = fakeCooldown{}
 	}
+	var leases gate.Leases
+	if s.lease != "" {
+		fl := &fakeLeases{t: t, mode: s.lease, cache: c, mods: mods}
+		t.Cleanup(fl.check)
+		leases = fl
+	}
 	proc, err := gate.New(gate.Options{
+		Leases:          leases,
+		FollowTimeout:   200 * time.Millisecond,
 		Cooldown:        cooldown,
 		Vulnerabilities: vulns,
 		Authenticator:   authn,
@@ -776,6 +805,109 @@ func (c fakeCooldown) Filter(ctx context.Context, path string, versions []string
 		return !ok
 	})
 }
+
+// fakeLeases stands for the other replicas, as the fill coordination
+// (package coord, with its own tests against a real NATS server) shows
+// them to the processor:
+//
+//   - "elsewhere": another replica holds the lease; while this request
+//     waits, it commits the entry, which this replica then reads (here:
+//     into the cache directly, as a read through the shared tier leaves it);
+//   - "down": coordination is unreachable;
+//   - "lapsed": another replica held the lease and died: its lease ends
+//     with nothing committed, and the next Lead is this replica's;
+//   - "slow": another replica holds the lease past the follow timeout.
+//
+// check fails the test unless every held lease was released once, after
+// its fill's commit.
+type fakeLeases struct {
+	t     *testing.T
+	mode  string
+	cache *cache.Cache
+	mods  []*testproxy.Module
+
+	mu             sync.Mutex
+	leads          int
+	held, released int
+}
+
+func (f *fakeLeases) Lead(ctx context.Context, key string) (gate.Lease, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leads++
+	switch {
+	case f.mode == "down":
+		return nil, errors.New("nats: no servers available")
+	case f.mode == "lapsed" && f.leads > 1:
+		f.held++
+		return &fakeLease{f: f, key: key, held: true}, nil
+	}
+	return &fakeLease{f: f, key: key}, nil
+}
+
+func (f *fakeLeases) check() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.released != f.held {
+		f.t.Errorf("leases: %d held, %d released", f.held, f.released)
+	}
+}
+
+type fakeLease struct {
+	f    *fakeLeases
+	key  string
+	held bool
+	once sync.Once
+}
+
+func (l *fakeLease) Held() bool { return l.held }
+
+func (l *fakeLease) Wait(ctx context.Context) error {
+	switch l.f.mode {
+	case "slow":
+		<-ctx.Done()
+		return ctx.Err()
+	case "elsewhere":
+		// example.com/a v1.0.0's go.mod, as the other replica stored it.
+		for _, m := range l.f.mods {
+			if "/"+m.Path+"/@v/"+m.Version+".mod" == l.key {
+				w := l.f.cache.NewWriter(l.key, cache.Release, http.StatusOK, "text/plain; charset=utf-8")
+				w.Write(m.Mod)
+				if _, err := w.Commit(ctx); err != nil {
+					l.f.t.Errorf("the other replica's commit: %v", err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (l *fakeLease) Release() {
+	if !l.held {
+		return
+	}
+	l.once.Do(func() {
+		if e, err := l.f.cache.Get(context.Background(), l.key); err != nil {
+			l.f.t.Errorf("lease on %s released before its fill committed: %v", l.key, err)
+		} else {
+			e.Close()
+		}
+		l.f.mu.Lock()
+		l.f.released++
+		l.f.mu.Unlock()
+	})
+}
+
+// downStore is a shared cache tier that cannot be reached: every call
+// fails as a refused connection would.
+type downStore struct{}
+
+var errStoreDown = errors.New("dial tcp 127.0.0.1:9: connect: connection refused")
+
+func (downStore) Get(context.Context, string, int64) ([]byte, error)       { return nil, errStoreDown }
+func (downStore) Put(context.Context, string, []byte, bool) error          { return errStoreDown }
+func (downStore) Upload(context.Context, string, io.ReaderAt, int64) error { return errStoreDown }
+func (downStore) Download(context.Context, string, int64, io.Writer) error { return errStoreDown }
 
 // authenticator is package auth's, as the processor declares it.
 type authenticator struct{ a *auth.Authenticator }
