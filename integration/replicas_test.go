@@ -42,11 +42,11 @@ func (f *fleet) config(private *testproxy.Server) string {
 	cfg := gatewayConfig(f.public, private) + fmt.Sprintf(`
 store:
   type: s3
-  bucket: modgate
+  bucket: %s
   prefix: %s
   endpoint: %s
   region: %s
-`, f.prefix, f.s3.Endpoint, f.s3.Region)
+`, f.s3.Bucket, f.prefix, f.s3.Endpoint, f.s3.Region)
 	if f.nats != nil {
 		cfg += fmt.Sprintf(`
 coordination:
@@ -70,7 +70,7 @@ func (f *fleet) start(t testing.TB, private *testproxy.Server) *gatewayProc {
 func (f *fleet) store(t *testing.T) *s3store.Store {
 	t.Helper()
 	f.s3.Setenv(t)
-	s, err := s3store.Open(t.Context(), s3store.Config{Bucket: "modgate", Prefix: f.prefix, Endpoint: f.s3.Endpoint, Region: f.s3.Region})
+	s, err := s3store.Open(t.Context(), s3store.Config{Bucket: f.s3.Bucket, Prefix: f.prefix, Endpoint: f.s3.Endpoint, Region: f.s3.Region})
 	if err != nil {
 		t.Fatal(err)
 	}
