@@ -215,6 +215,37 @@ func TestReplicas(t *testing.T) {
 		}
 	})
 
+	t.Run("a purge reaches the store and every replica", func(t *testing.T) {
+		f := newFleet(t, s3, nats, 2)
+		a, b := f.replicas[0], f.replicas[1]
+		const zip = "/example.com/a/@v/v1.1.0.zip"
+		for _, g := range f.replicas { // A fills, B reads through: both hold it
+			if s, body := getBody(t, g.URL+zip); s != 200 {
+				t.Fatalf("%d %q", s, body)
+			}
+		}
+		req, _ := http.NewRequest("POST", a.Admin+"/cache/purge?module=example.com/a@v1.1.0", nil)
+		req.Header.Set("Authorization", "Bearer "+a.adminToken(t))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "1 in the shared store") || !strings.Contains(string(body), "other replicas were told") {
+			t.Fatalf("purge: %d %q", resp.StatusCode, body)
+		}
+		waitFor(t, 5*time.Second, func() bool {
+			return strings.Contains(b.logText(), "cache purged at another replica's request")
+		}, "replica B to purge")
+		if s, _ := getBody(t, b.URL+zip); s != 200 {
+			t.Fatalf("after the purge: %d", s)
+		}
+		if got := f.public.Count(zip); got != 2 {
+			t.Errorf("the upstream received %d requests for %s, want 2: the purge reached B and the store, so B fetched it again", got, zip)
+		}
+	})
+
 	t.Run("one private ledger: the loser of a race refuses its bytes", func(t *testing.T) {
 		// No coordination: both replicas fetch, the ledger decides.
 		_, other := upstreams(t)

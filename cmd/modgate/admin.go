@@ -219,11 +219,30 @@ func (g *standalone) purge(w http.ResponseWriter, r *http.Request) {
 	if t.version != "" {
 		escVersion, _ = module.EscapeVersion(t.version)
 	}
+	// The shared store first: a replica must not read the purged entries
+	// back from it after its own purge.
+	shared, err := g.purgeShared(r.Context(), escPath, escVersion)
+	if err != nil {
+		ev.Event.Outcome, ev.Event.Reason = audit.OutcomeFailure, err.Error()
+		reply(http.StatusServiceUnavailable, fmt.Sprintf("purge %s: %v; nothing purged here, try again\n", target, err))
+		return
+	}
 	n := g.cache.Purge(cache.ModuleKeys(escPath, escVersion))
-	g.log.Info("cache purged", "module", t.path, "version", t.version, "entries", n)
+	g.log.Info("cache purged", "module", t.path, "version", t.version, "entries", n, "shared_entries", shared)
+	msg := fmt.Sprintf("purged %d entries", n)
+	if g.store != nil {
+		msg += fmt.Sprintf(" here and %d in the shared store", shared)
+	}
+	if g.leases != nil {
+		if err := g.leases.PublishPurge(r.Context(), t.path, t.version); err != nil {
+			msg += fmt.Sprintf("; the other replicas were NOT told (%v): purge each of them", err)
+		} else {
+			msg += "; the other replicas were told to purge theirs"
+		}
+	}
 	ev.Event.Outcome = audit.OutcomeSuccess
-	ev.Event.Reason = fmt.Sprintf("purged %d entries", n)
-	reply(http.StatusOK, fmt.Sprintf("purged %d entries\n", n))
+	ev.Event.Reason = msg
+	reply(http.StatusOK, msg+"\n")
 }
 
 const cacheUsage = `Usage:
@@ -237,7 +256,9 @@ stats prints the entries, bytes and counters of both cache tiers.
 
 purge removes MODULE@VERSION's .info, .mod and .zip from both tiers, or,
 without a version, everything cached for MODULE (its versions, list,
-@latest and negative entries). The purge is audited by the server. It
+@latest and negative entries). With replicas (store: and coordination:),
+it removes them from the shared store too and tells the other replicas to
+purge theirs. The purge is audited by the server. It
 needs the server's admin token: from --admin-token-file if given, else
 from the environment variable MODGATE_ADMIN_TOKEN if set, else from
 admin-token in the default cache directory, where a server without

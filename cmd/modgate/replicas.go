@@ -8,7 +8,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/mod/module"
 
+	"github.com/modgate/modgate/audit"
+	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/coord"
 	"github.com/modgate/modgate/gate"
 	"github.com/modgate/modgate/internal/files"
@@ -233,4 +236,59 @@ func (g gateLeases) Lead(ctx context.Context, key string) (gate.Lease, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// purgeShared deletes the entries of a module (at a version, or all) from
+// the shared store, if there is one, and returns how many. Their blobs are
+// left to `modgate store gc`.
+func (g *standalone) purgeShared(ctx context.Context, escPath, escVersion string) (int, error) {
+	if g.store == nil {
+		return 0, nil
+	}
+	match := cache.ModuleKeys(escPath, escVersion)
+	var names []string
+	err := g.store.List(ctx, cache.SharedEntriesPrefix+escPath+"/@", func(o s3store.Object) error {
+		if match("/" + strings.TrimPrefix(o.Name, cache.SharedEntriesPrefix)) {
+			names = append(names, o.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("shared store: %w", err)
+	}
+	for i, name := range names {
+		if err := g.store.Delete(ctx, name); err != nil {
+			return i, fmt.Errorf("shared store: %w", err)
+		}
+	}
+	return len(names), nil
+}
+
+// purgeForPeer purges from the local tiers what another replica purged
+// (see coord.Leases.OnPurge), and audits it.
+func (g *standalone) purgeForPeer(path, version, origin string) {
+	target := path
+	if version != "" {
+		target += "@" + version
+	}
+	t, err := parsePurgeTarget(target)
+	if err != nil {
+		g.log.Warn("ignoring another replica's purge of an invalid target", "target", target, "origin", origin, "err", err)
+		return
+	}
+	escPath, _ := module.EscapePath(t.path)
+	escVersion := ""
+	if t.version != "" {
+		escVersion, _ = module.EscapeVersion(t.version)
+	}
+	n := g.cache.Purge(cache.ModuleKeys(escPath, escVersion))
+	g.log.Info("cache purged at another replica's request", "module", t.path, "version", t.version, "entries", n, "origin", origin)
+	ev := &audit.Event{
+		Timestamp: time.Now().UTC(),
+		Event:     audit.EventFields{Action: "cache-purge", Outcome: audit.OutcomeSuccess, Reason: fmt.Sprintf("purged %d entries at the request of replica %s", n, origin)},
+	}
+	ev.Modgate.Module, ev.Modgate.Version = t.path, t.version
+	if err := g.audit.Record(ev); err != nil {
+		g.log.Error("audit event not recorded", "err", err)
+	}
 }

@@ -90,6 +90,13 @@ Every public .mod and .zip is verified against the checksum database,
 fetched from /sumdb/NAME on the public upstreams, or, with sumdb_url in the
 config file, from that base URL only (an egress proxy, say).
 
+Several replicas act as one gateway with a store: section in the config
+file (an S3-compatible bucket, credentials from the AWS SDK's standard
+chain: what one replica fetched and verified, all serve; one private
+ledger) and a coordination: section (NATS JetStream: a cold miss asked of
+every replica reaches the upstream once). See the README's "Running
+several replicas".
+
 Flags:
 `
 
@@ -426,6 +433,10 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		return nil, err
 	}
 	if g.leases != nil {
+		if err := g.leases.OnPurge(g.purgeForPeer); err != nil {
+			g.close()
+			return nil, err
+		}
 		opts.Leases = gateLeases{g.leases}
 		opts.FollowTimeout = cfg.Coordination.FollowTimeout
 		g.metrics.Register(metrics.GaugeFunc("modgate_coordination_up",
