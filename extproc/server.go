@@ -263,9 +263,15 @@ func (st *stream) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders, 
 
 	// Envoy forwards the client's W3C traceparent among the headers.
 	ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(hdr))
-	// A request may wait here for another request's fill.
+	// A request may wait here for another request's fill, in this
+	// process or another replica: no longer than Envoy waits for this
+	// answer once told to (ExtendTo), which the processor knows from the
+	// deadline (it waits for another replica at most half of it, then
+	// fetches itself).
 	d, err := slow(st, func() gate.Decision {
-		return st.x.RequestHeaders(ctx, gate.Request{Method: method, Target: path, Header: hdr})
+		hctx, cancel := context.WithTimeout(ctx, st.s.opts.ExtendTo)
+		defer cancel()
+		return st.x.RequestHeaders(hctx, gate.Request{Method: method, Target: path, Header: hdr})
 	})
 	if err != nil {
 		closeEntry(d)
