@@ -97,7 +97,9 @@ type Config struct {
 	Fetch func(ctx context.Context, path string) ([]byte, error)
 	// FetchTimeout bounds one Fetch. Default 30s.
 	FetchTimeout time.Duration
-	// Ledger records private module hashes. Required.
+	// Ledger records private module hashes. Without one, private
+	// artifacts cannot be verified (an error), as for a tool that checks
+	// only public ones.
 	Ledger *ledger.Ledger
 	// OnTree, if set, is called with each newer signed tree head the
 	// Client has verified and stored (the note's text): evidence that the
@@ -124,9 +126,6 @@ type Verifier struct {
 // New checks cfg and returns a Verifier. ctx bounds the Verifier's fetches
 // for its whole life: the sumdb.Client's operations take no context.
 func New(ctx context.Context, cfg Config) (*Verifier, error) {
-	if cfg.Ledger == nil {
-		return nil, errors.New("verify: Ledger is required")
-	}
 	v := &Verifier{ledger: cfg.Ledger}
 	if cfg.Key == "" {
 		return v, nil
@@ -203,6 +202,9 @@ func (v *Verifier) check(ctx context.Context, path, version, suffix, hash string
 		what = "go.mod"
 	}
 	if private {
+		if v.ledger == nil {
+			return "", fmt.Errorf("verifying %s@%s: a private module, and no ledger to check it against", path, version)
+		}
 		_, err := v.ledger.Check(ctx, path, version+suffix, hash)
 		var me *ledger.MismatchError
 		if errors.As(err, &me) {
@@ -260,6 +262,17 @@ func (v *Verifier) lookup(path, version string) ([]string, error) {
 		return nil, fmt.Errorf("verifying %s@%s: checksum database %s: %v: %w", path, version, v.name, err, ErrSecurity)
 	}
 	return nil, fmt.Errorf("verifying %s@%s: checksum database %s: %w", path, version, v.name, err)
+}
+
+// Lookup returns the checksum database's lines for path at version (its
+// zip's and its go.mod's hashes, in go.sum's form), verified against the
+// signed tree this Verifier trusts. It fails if there is no database (Key
+// empty).
+func (v *Verifier) Lookup(path, version string) ([]string, error) {
+	if v.client == nil {
+		return nil, errors.New("verify: no checksum database")
+	}
+	return v.lookup(path, version)
 }
 
 // securityError records the database's misbehaviour, once.

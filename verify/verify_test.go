@@ -283,12 +283,23 @@ func TestNewConfig(t *testing.T) {
 	for _, bad := range []Config{
 		{Key: "sum.unknown.test", Dir: t.TempDir(), Fetch: fetch, Ledger: led},
 		{Key: KnownKeys["sum.golang.org"], Ledger: led},
-		{},
 	} {
 		if v, err := New(t.Context(), bad); err == nil {
 			v.Close()
 			t.Errorf("New(%+v) = nil error", bad)
 		}
+	}
+	// Without a ledger, private artifacts are never accepted.
+	v, err = New(t.Context(), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if _, err := v.Mod(t.Context(), "corp.example/m", "v1.0.0", []byte("module corp.example/m\n"), true); err == nil {
+		t.Errorf("a private go.mod without a ledger: nil error")
+	}
+	if _, err := v.Lookup("example.com/m", "v1.0.0"); err == nil {
+		t.Errorf("Lookup without a database: nil error")
 	}
 }
 

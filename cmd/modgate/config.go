@@ -624,6 +624,8 @@ type goEnv struct {
 	GOPRIVATE string
 	GONOPROXY string
 	GONOSUMDB string
+	// GOMODCACHE is the module cache (modgate check reads zips there).
+	GOMODCACHE string
 }
 
 // readGoEnv asks the go command; without one it reads the environment.
@@ -632,17 +634,18 @@ func readGoEnv(ctx context.Context) (goEnv, error) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		env = goEnv{
-			GOPROXY:   os.Getenv("GOPROXY"),
-			GOSUMDB:   os.Getenv("GOSUMDB"),
-			GOPRIVATE: os.Getenv("GOPRIVATE"),
-			GONOPROXY: os.Getenv("GONOPROXY"),
-			GONOSUMDB: os.Getenv("GONOSUMDB"),
+			GOPROXY:    os.Getenv("GOPROXY"),
+			GOSUMDB:    os.Getenv("GOSUMDB"),
+			GOPRIVATE:  os.Getenv("GOPRIVATE"),
+			GONOPROXY:  os.Getenv("GONOPROXY"),
+			GONOSUMDB:  os.Getenv("GONOSUMDB"),
+			GOMODCACHE: os.Getenv("GOMODCACHE"),
 		}
 		return env, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, gobin, "env", "-json", "GOPROXY", "GOSUMDB", "GOPRIVATE", "GONOPROXY", "GONOSUMDB").Output()
+	out, err := exec.CommandContext(ctx, gobin, "env", "-json", "GOPROXY", "GOSUMDB", "GOPRIVATE", "GONOPROXY", "GONOSUMDB", "GOMODCACHE").Output()
 	if err != nil {
 		return env, fmt.Errorf("go env: %w", err)
 	}

@@ -32,6 +32,7 @@ var commands = []command{
 	{"xds", "run the control plane alone: upstream clusters for the gateway Envoy over ADS", xdsCmd},
 	{"cache", "show cache statistics or purge a module from a running gateway", cacheCmd},
 	{"ledger", "list or verify the private-module checksum ledger", ledgerCmd},
+	{"check", "prove a repository's go.sum and vendor/ are what the world published", checkCmd},
 	{"store", "tidy the store that replicas share: orphaned blobs and unfinished uploads", storeCmd},
 	{"client-env", "print the go env -w line that points a go command at this gateway", clientEnvCmd},
 	{"token", "create, list or revoke the client tokens go commands authenticate with", tokenCmd},
@@ -83,11 +84,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	err := commands[i].run(ctx, rest, stdout, stderr)
 	var ue usageError
+	var ee exitError
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, &ee):
+		switch {
+		case ee.err == nil:
+		case errors.As(ee.err, &ue):
+			fmt.Fprintf(stderr, "modgate %s\n", ee.err)
+		default:
+			fmt.Fprintf(stderr, "modgate: %v\n", ee.err)
+		}
+		return ee.code
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "modgate %s\n", err)
 		return 2
