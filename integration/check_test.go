@@ -132,6 +132,22 @@ func TestCheck(t *testing.T) {
 		}
 	})
 
+	t.Run("versions the gateway would refuse", func(t *testing.T) {
+		strict := startModgate(t, gatewayConfig(public, private)+`
+policy:
+  rules:
+    - name: old-a
+      match: example.com/a
+      versions: "<v1.2.0"
+      action: deny
+      reason: use v1.2.0 or later
+`)
+		out, stderr, code := runCheck(t, env, dir, "--gateway", strict.URL)
+		if code != 1 || !strings.Contains(out, "refused") || !strings.Contains(out, `rule "old-a": use v1.2.0 or later`) || strings.Contains(out, "example.com/b v1.0.0: the gateway would refuse") {
+			t.Errorf("modgate check --gateway (deny rule on example.com/a) = %d, want 1 naming the rule for a alone:\n%s%s", code, out, stderr)
+		}
+	})
+
 	t.Run("could not check", func(t *testing.T) {
 		_, stderr, code := runCheck(t, env, t.TempDir())
 		if code != 2 || !strings.Contains(stderr, "no go.mod") {

@@ -36,7 +36,11 @@ what the world published:
     reported as such;
   - every file under vendor/MODULE/ is byte for byte the file of that
     module's zip (files go mod vendor leaves out are fine), and
-    vendor/modules.txt agrees with go.mod.
+    vendor/modules.txt agrees with go.mod;
+  - with a gateway, every module version whose zip go.sum records would
+    be served to you: the versions it would refuse are listed with its
+    reason (a deny rule, the cooldown and when it clears, vulnerability
+    IDs).
 
 The checksum database (GOSUMDB, or --sumdb) is read through the gateway's
 /sumdb/NAME/ endpoint (--gateway, or the first URL in GOPROXY), or, with
@@ -243,10 +247,88 @@ func runCheck(ctx context.Context, dir string, o checkOptions) (*checkReport, er
 		}
 		r.Findings = append(r.Findings, vf...)
 	}
+	if gw != "" {
+		refused, err := repocheck.CheckGate(ctx, dir, &httpGate{client: client, gateway: gw, header: header}, 8)
+		if err != nil {
+			return nil, err
+		}
+		r.Findings = append(r.Findings, refused...)
+	}
 	for _, f := range r.Findings {
 		r.Counts[f.Kind]++
 	}
 	return r, nil
+}
+
+// httpGate asks a gateway whether it would serve a version's zip: a HEAD
+// with the caller's credentials, and, for a refusal, a GET for its words
+// (a HEAD answer has no body).
+type httpGate struct {
+	client  *http.Client
+	gateway string
+	header  http.Header
+}
+
+func (g *httpGate) Admits(ctx context.Context, path, version string) (bool, string, error) {
+	ep, err := module.EscapePath(path)
+	if err != nil {
+		return false, "", err
+	}
+	ev, err := module.EscapeVersion(version)
+	if err != nil {
+		return false, "", err
+	}
+	u := g.gateway + "/" + ep + "/@v/" + ev + ".zip"
+	status, _, err := g.ask(ctx, "HEAD", u)
+	if err != nil {
+		return false, "", err
+	}
+	switch {
+	case status == http.StatusOK:
+		return true, "", nil
+	case status == http.StatusNotFound || status == http.StatusGone:
+		return false, "the gateway has no such version", nil
+	case status != http.StatusForbidden:
+		return false, "", fmt.Errorf("HEAD %s: %d %s", u, status, http.StatusText(status))
+	}
+	// A refused zip is never sent: the GET costs the refusal's few lines.
+	status, body, err := g.ask(ctx, "GET", u)
+	switch {
+	case err != nil:
+		return false, "", err
+	case status == http.StatusOK:
+		return true, "", nil // allowed meanwhile (the rules were reloaded)
+	}
+	reason, _, _ := strings.Cut(strings.TrimSpace(body), "\n")
+	if reason == "" {
+		reason = fmt.Sprintf("%d %s", status, http.StatusText(status))
+	}
+	return false, reason, nil
+}
+
+// ask sends one request and returns its status and, for an error status,
+// the start of its body.
+func (g *httpGate) ask(ctx context.Context, method, u string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	for k, v := range g.header {
+		req.Header[k] = v
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized {
+		return 0, "", fmt.Errorf("%s %s: 401: the gateway wants credentials (--token-file, MODGATE_TOKEN)", method, u)
+	}
+	var body []byte
+	if resp.StatusCode >= 400 {
+		body, _ = io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	}
+	return resp.StatusCode, string(body), nil
 }
 
 // firstProxyURL returns GOPROXY's first entry if it is an http(s) URL;
