@@ -215,3 +215,9 @@ func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
 func GaugeFunc(name, help string, fn func() float64) prometheus.Collector {
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn)
 }
+
+// CounterFunc is a counter whose value fn reports at each scrape; fn's
+// value must never go down.
+func CounterFunc(name, help string, fn func() float64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, fn)
+}

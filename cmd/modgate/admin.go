@@ -57,6 +57,7 @@ func (g *standalone) adminHandler() http.Handler {
 		json.NewEncoder(w).Encode(g.cache.Stats())
 	})
 	mux.Handle("POST /cache/purge", g.guard(http.HandlerFunc(g.purge)))
+	mux.Handle("POST /cache/verify", g.guard(http.HandlerFunc(g.verifyCache)))
 	mux.Handle("GET /metrics", g.metrics.Handler())
 	if g.inventory != nil {
 		// Who fetched what: identities, not secrets; as open as /metrics.
@@ -249,10 +250,18 @@ const cacheUsage = `Usage:
 
 	modgate cache stats [--admin ADDR]
 	modgate cache purge [--admin ADDR] [--admin-token-file F] MODULE[@VERSION]
+	modgate cache verify [--admin ADDR] [--admin-token-file F]
 
 Talks to a running 'modgate serve' on its admin listener.
 
 stats prints the entries, bytes and counters of both cache tiers.
+
+verify re-verifies every stored .mod and .zip, offline: its bytes against
+the SHA-256 recorded when it was stored, then public ones against the
+checksum database state the server holds and private ones against the
+ledger. What fails is quarantined: never served again (the next request
+fetches and verifies it anew), its bytes kept in quarantine/ in the cache
+directory, each audited. Exit status 1 if anything was quarantined.
 
 purge removes MODULE@VERSION's .info, .mod and .zip from both tiers, or,
 without a version, everything cached for MODULE (its versions, list,
@@ -276,13 +285,28 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defaultTokenFile = filepath.Join(dir.Dir, adminTokenName)
 	}
 	tokenFile := fs.String("admin-token-file", "", "`file` with the server's admin token (default: $MODGATE_ADMIN_TOKEN if set, else "+defaultTokenFile+")")
-	sub, err := parseSub(fs, args, "stats", "purge")
+	var req *http.Request
+	sub, err := parseSub(fs, args, "stats", "purge", "verify")
 	if err != nil {
 		return err
 	}
 	base := "http://" + *admin
 	client := &http.Client{Timeout: 30 * time.Second}
-	var req *http.Request
+	if sub == "verify" {
+		if fs.NArg() != 0 {
+			return usageError{"cache verify: takes no arguments"}
+		}
+		client.Timeout = 0 // a scrub reads the whole disk tier; ctx bounds it
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, base+"/cache/verify", nil)
+		if err != nil {
+			return err
+		}
+		tok, terr := clientAdminToken(*tokenFile, defaultTokenFile)
+		if terr != nil {
+			return fmt.Errorf("cache verify: %w", terr)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	switch sub {
 	case "stats":
 		if fs.NArg() != 0 {
@@ -327,6 +351,23 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if sub == "purge" {
 		fmt.Fprint(stdout, string(body))
+		return nil
+	}
+	if sub == "verify" {
+		var r cache.ScrubReport
+		if err := json.Unmarshal(body, &r); err != nil {
+			return fmt.Errorf("cache verify: %w", err)
+		}
+		fmt.Fprintf(stdout, "verified %d .mod and .zip entries (%d bytes): %d quarantined, %d not checkable\n", r.Checked, r.Bytes, len(r.Quarantined), len(r.Unchecked))
+		for _, q := range r.Quarantined {
+			fmt.Fprintf(stdout, "quarantined %s: %s (bytes kept in %s)\n", q.Key, q.Reason, q.File)
+		}
+		for _, u := range r.Unchecked {
+			fmt.Fprintf(stdout, "not checked: %s\n", u)
+		}
+		if len(r.Quarantined) > 0 {
+			return exitError{code: 1}
+		}
 		return nil
 	}
 	var st cache.Stats

@@ -172,6 +172,13 @@ type cacheConfig struct {
 	// StaleIfError is how long past its TTL a list, @latest or query answer
 	// may be served when every upstream fails. Default 24h.
 	StaleIfError time.Duration `yaml:"stale_if_error"`
+	// VerifyInterval runs `modgate cache verify` in the background this
+	// often: every stored .mod and .zip re-verified, what fails
+	// quarantined. Default 0: off.
+	VerifyInterval time.Duration `yaml:"verify_interval"`
+	// VerifyRate bounds the bytes a scrub reads per second, so that it
+	// cannot starve serving. Default 32MiB.
+	VerifyRate byteSize `yaml:"verify_rate"`
 	// TTL per class; defaults: release 24h, prerelease 2h, pseudo 24h,
 	// query 60s, negative 5m, sumdb 24h, sumdb_latest 1h.
 	TTL struct {
@@ -538,6 +545,9 @@ func (c *fileConfig) check() error {
 	}
 	if err := c.VCS.check(); err != nil {
 		return err
+	}
+	if c.Cache.VerifyInterval < 0 {
+		return errors.New("cache.verify_interval: negative")
 	}
 	if err := c.Store.check(); err != nil {
 		return err

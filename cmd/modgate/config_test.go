@@ -89,6 +89,7 @@ func TestLoadConfigErrorsNameTheField(t *testing.T) {
 		{"vcs advertise not ip", "vcs:\n  listen: 0.0.0.0:9004\n  advertise: modgate:9004\n", "vcs.advertise"},
 		{"vcs advertise without listen", "vcs:\n  advertise: 10.0.0.9:9004\n", "vcs.listen is off"},
 		{"private not found contradicted", "private_not_found: pass\npass_private_not_found: false\n", "pass_private_not_found"},
+		{"negative verify interval", "cache:\n  verify_interval: -1h\n", "cache.verify_interval"},
 		{"store type", "store:\n  type: gcs\n  bucket: b\n", "store: type"},
 		{"store without bucket", "store:\n  type: s3\n", "store: bucket"},
 		{"store bucket without type", "store:\n  bucket: b\n", "store: bucket or endpoint"},

@@ -298,10 +298,13 @@ type standalone struct {
 	// on the blob listener: one key per process.
 	caps *capability.Key
 	// meshTLS is the mesh listeners' server TLS, nil when mesh_tls is off.
-	meshTLS  *tls.Config
-	proc     *gate.Processor
-	auth     *auth.Authenticator // nil without an auth section
-	cooldown *cooldown.Checker   // nil without policy.cooldown
+	meshTLS *tls.Config
+	proc    *gate.Processor
+	policy  *policy.Policy
+	// quarantined counts the cache entries the scrub took out of service.
+	quarantined atomic.Int64
+	auth        *auth.Authenticator // nil without an auth section
+	cooldown    *cooldown.Checker   // nil without policy.cooldown
 	// vulnStore and vulnCheck hold the vulnerability data and decide on
 	// it; nil unless policy.vulnerabilities is on.
 	vulnStore *vulndb.Store
@@ -477,7 +480,10 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		g.close()
 		return nil, err
 	}
-	g.proc, g.auth = proc, authn
+	g.proc, g.auth, g.policy = proc, authn, pol
+	g.metrics.Register(metrics.CounterFunc("modgate_cache_quarantined_total",
+		"Cache entries that cache verify found changed on disk or no longer verifying, and took out of service",
+		func() float64 { return float64(g.quarantined.Load()) }))
 	g.extproc = extproc.NewServer(proc, extproc.ServerOptions{MaxImmediateBytes: int64(cfg.ImmediateMaxBytes), Capability: g.caps, Logger: log, Observer: g.metrics})
 	g.handler, err = gateway.New(gateway.Options{
 		Processor:    proc,
@@ -900,6 +906,9 @@ func (g *standalone) run(ctx context.Context) error {
 	lw.Go(func() { g.reloadOnHUP(loops) })
 	if g.vulnStore != nil {
 		lw.Go(func() { g.vulnStore.Run(loops) })
+	}
+	if iv := g.cfg.Cache.VerifyInterval; iv > 0 {
+		lw.Go(func() { g.scrubEvery(loops, iv) })
 	}
 	defer func() {
 		stopLoops()
