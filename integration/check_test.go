@@ -148,6 +148,33 @@ policy:
 		}
 	})
 
+	t.Run("private module against the gateway's ledger", func(t *testing.T) {
+		penv := append(slices.Clone(env), "GONOSUMDB=corp.example") // through the gateway, which is the private origin too
+		pdir := t.TempDir()
+		os.WriteFile(filepath.Join(pdir, "go.mod"), []byte("module example.net/priv\n\ngo 1.21\n"), 0o644)
+		if out, stderr, err := testproxy.RunGo(t, pdir, penv, "get", "corp.example/private@v1.0.0"); err != nil {
+			t.Fatalf("go get: %v\n%s%s", err, out, stderr)
+		}
+		out, stderr, code := runCheck(t, penv, pdir)
+		if code != 0 || strings.Contains(out, "unverifiable") {
+			t.Fatalf("modgate check of a private dependency = %d, want 0 and every line checked against the ledger:\n%s%s", code, out, stderr)
+		}
+		sum, _ := os.ReadFile(filepath.Join(pdir, "go.sum"))
+		i := bytes.Index(sum, []byte("corp.example/private v1.0.0 h1:")) + len("corp.example/private v1.0.0 h1:")
+		sum[i] ^= 1
+		os.WriteFile(filepath.Join(pdir, "go.sum"), sum, 0o644)
+		out, stderr, code = runCheck(t, penv, pdir)
+		if code != 1 || !strings.Contains(out, "private ledger records") {
+			t.Errorf("a forged private line = %d, want 1 naming the ledger:\n%s%s", code, out, stderr)
+		}
+		// Without a gateway to ask, private lines are unverifiable, not failed.
+		direct := append(slices.Clone(penv), "GOPROXY=direct")
+		out, stderr, code = runCheck(t, direct, pdir)
+		if code != 0 || !strings.Contains(out, "unverifiable (2)") {
+			t.Errorf("no gateway: %d\n%s%s", code, out, stderr)
+		}
+	})
+
 	t.Run("could not check", func(t *testing.T) {
 		_, stderr, code := runCheck(t, env, t.TempDir())
 		if code != 2 || !strings.Contains(stderr, "no go.mod") {

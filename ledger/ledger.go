@@ -224,6 +224,35 @@ func (l *Ledger) Check(ctx context.Context, path, version, hash string) (first b
 	return first, nil
 }
 
+// Recorded returns the hash recorded for path at version (ending in
+// /go.mod for a go.mod hash): this file's record, or else, with shared
+// records, the store's. ok is false if neither has one; an error wrapping
+// ErrUnavailable means the store could not be asked.
+func (l *Ledger) Recorded(ctx context.Context, path, version string) (hash string, ok bool, err error) {
+	l.mu.Lock()
+	hash, ok = l.sums[path+" "+version]
+	l.mu.Unlock()
+	if ok || l.shared == nil {
+		return hash, ok, nil
+	}
+	name, err := recordName(path, version)
+	if err != nil {
+		return "", false, fmt.Errorf("ledger: %w", err)
+	}
+	data, err := l.shared.Get(ctx, name, maxLine)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("%w: reading the record of %s %s: %v", ErrUnavailable, path, version, err)
+	}
+	f := strings.Fields(string(data))
+	if len(f) != 3 || f[0] != path || f[1] != version || checkFields(f[0], f[1], f[2]) != nil {
+		return "", false, fmt.Errorf("ledger: the shared record of %s %s is malformed", path, version)
+	}
+	return f[2], true, nil
+}
+
 // compare checks hash against this file's record of key: done if there is
 // one and it matches, a *MismatchError if it differs.
 func (l *Ledger) compare(key, path, version, hash string) (done bool, err error) {

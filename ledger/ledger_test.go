@@ -175,3 +175,16 @@ func TestTornFinalLine(t *testing.T) {
 		t.Errorf("Check of an intact entry = %v, %v", first, err)
 	}
 }
+
+func TestRecorded(t *testing.T) {
+	l := open(t, filepath.Join(t.TempDir(), "ledger"))
+	if _, err := l.Check(t.Context(), "corp.example/m", "v1.0.0", hashA); err != nil {
+		t.Fatal(err)
+	}
+	if h, ok, err := l.Recorded(t.Context(), "corp.example/m", "v1.0.0"); h != hashA || !ok || err != nil {
+		t.Errorf("Recorded(recorded) = %q, %v, %v", h, ok, err)
+	}
+	if _, ok, err := l.Recorded(t.Context(), "corp.example/m", "v1.0.0/go.mod"); ok || err != nil {
+		t.Errorf("Recorded(not recorded) = %v, %v", ok, err)
+	}
+}

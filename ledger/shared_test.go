@@ -76,6 +76,10 @@ func TestSharedLedger(t *testing.T) {
 		t.Errorf("the same hash on another replica: first %v, %v; want not first, accepted", first, err)
 	}
 
+	// A replica that never saw it reads the shared record.
+	if h, ok, err := open().Recorded(t.Context(), "corp.example/n", "v1.0.0/go.mod"); h != hashA || !ok || err != nil {
+		t.Errorf("Recorded on a third replica = %q, %v, %v; want the shared record", h, ok, err)
+	}
 	srv.Stop(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()

@@ -32,6 +32,10 @@ type SumsConfig struct {
 	// Private reports whether a module path is private (GOPRIVATE,
 	// GONOSUMDB): no public database may be asked about it.
 	Private func(path string) bool
+	// Ledger, if set, is the gateway's private ledger, which private
+	// modules' lines are checked against as public ones are against DB.
+	// Nil: private lines are unverifiable.
+	Ledger SumDB
 	// Parallel bounds concurrent lookups. Default 8.
 	Parallel int
 	// Progress, if set, is called after each module version is checked.
@@ -138,20 +142,24 @@ func CheckSums(ctx context.Context, dir string, cfg SumsConfig) ([]Finding, int,
 	// One lookup per line kind of a module version: the Client returns
 	// the lines of exactly the version asked, "v1.2.3" or "v1.2.3/go.mod"
 	// (one fetch of the record serves both).
-	type mv struct{ path, version string }
+	type mv struct {
+		path, version string
+		private       bool
+	}
 	byVersion := map[mv][]sumLine{}
 	var order []mv
 	var findings []Finding
 	versions := map[mv]bool{}
 	for _, l := range all {
-		k := mv{l.path, l.version}
-		versions[mv{l.path, strings.TrimSuffix(l.version, "/go.mod")}] = true
-		if cfg.Private != nil && cfg.Private(l.path) {
+		private := cfg.Private != nil && cfg.Private(l.path)
+		k := mv{l.path, l.version, private}
+		versions[mv{l.path, strings.TrimSuffix(l.version, "/go.mod"), false}] = true
+		if private && cfg.Ledger == nil {
 			findings = append(findings, Finding{Kind: KindUnverifiable, Module: l.path, Version: l.version, File: l.file, Line: l.line,
-				Message: fmt.Sprintf("%s %s is private: no public checksum database may be asked about it", l.path, l.version)})
+				Message: fmt.Sprintf("%s %s is private: no public checksum database may be asked about it, and no gateway's ledger was given", l.path, l.version)})
 			continue
 		}
-		if cfg.DB == nil {
+		if !private && cfg.DB == nil {
 			findings = append(findings, Finding{Kind: KindUnverifiable, Module: l.path, Version: l.version, File: l.file, Line: l.line,
 				Message: "no checksum database to check against (GOSUMDB=off)"})
 			continue
@@ -182,7 +190,12 @@ func CheckSums(ctx context.Context, dir string, cfg SumsConfig) ([]Finding, int,
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			lines, err := cfg.DB.Lookup(ctx, k.path, k.version)
+			db, ver := cfg.DB, k.version
+			if k.private {
+				// The ledger answers for a version, both its lines.
+				db, ver = cfg.Ledger, strings.TrimSuffix(k.version, "/go.mod")
+			}
+			lines, err := db.Lookup(ctx, k.path, ver)
 			results[i] = result{k, lines, err}
 			mu.Lock()
 			done++
@@ -195,10 +208,17 @@ func CheckSums(ctx context.Context, dir string, cfg SumsConfig) ([]Finding, int,
 	wg.Wait()
 	for _, r := range results {
 		if r.err != nil && !errors.Is(r.err, fs.ErrNotExist) {
+			if r.k.private {
+				return nil, 0, fmt.Errorf("the gateway's ledger: %w", r.err)
+			}
 			return nil, 0, fmt.Errorf("checksum database: %w", r.err)
 		}
+		src := "the checksum database"
+		if r.k.private {
+			src = "the gateway's private ledger"
+		}
 		for _, l := range byVersion[r.k] {
-			if f, bad := judge(l, r.lines, r.err); bad {
+			if f, bad := judge(l, r.lines, r.err, src); bad {
 				findings = append(findings, f)
 			}
 		}
@@ -214,11 +234,11 @@ func CheckSums(ctx context.Context, dir string, cfg SumsConfig) ([]Finding, int,
 
 // judge compares one go.sum line with the database's lines for its
 // version (err: the lookup's, nil or not found).
-func judge(l sumLine, db []string, err error) (Finding, bool) {
+func judge(l sumLine, db []string, err error, src string) (Finding, bool) {
 	f := Finding{Module: l.path, Version: l.version, File: l.file, Line: l.line}
 	if err != nil {
 		f.Kind = KindUnknownVersion
-		f.Message = fmt.Sprintf("%s %s is not in the checksum database: nobody published it, or the line is made up", l.path, l.version)
+		f.Message = fmt.Sprintf("%s %s is not in %s: nobody published it, or the line is made up", l.path, l.version, src)
 		return f, true
 	}
 	for _, d := range db {
@@ -230,11 +250,11 @@ func judge(l sumLine, db []string, err error) (Finding, bool) {
 			return Finding{}, false
 		}
 		f.Kind = KindForgedSum
-		f.Message = fmt.Sprintf("%s %s has hash %s here, but the checksum database records %s: the line is forged or stale", l.path, l.version, l.hash, fields[2])
+		f.Message = fmt.Sprintf("%s %s has hash %s here, but %s records %s: the line is forged or stale", l.path, l.version, l.hash, src, fields[2])
 		return f, true
 	}
 	f.Kind = KindUnknownVersion
-	f.Message = fmt.Sprintf("the checksum database has no %s hash for %s %s", kindOf(l.version), l.path, strings.TrimSuffix(l.version, "/go.mod"))
+	f.Message = fmt.Sprintf("%s has no %s hash for %s %s", src, kindOf(l.version), l.path, strings.TrimSuffix(l.version, "/go.mod"))
 	return f, true
 }
 

@@ -46,8 +46,9 @@ The checksum database (GOSUMDB, or --sumdb) is read through the gateway's
 /sumdb/NAME/ endpoint (--gateway, or the first URL in GOPROXY), or, with
 neither, directly. Zips come from the module cache (GOMODCACHE), checked
 against the database, or else through the gateway, which verified them.
-Private modules (GOPRIVATE, GONOSUMDB) and modules replaced by local
-directories are listed as unverifiable, not failed.
+Private modules' lines (GOPRIVATE, GONOSUMDB) are checked against the
+gateway's private ledger; without a gateway they, and modules replaced by
+local directories, are listed as unverifiable, not failed.
 
 Output (--format): text (default), grouped by kind with counts; json; or
 sarif (SARIF 2.1.0, for code scanning). Progress goes to stderr.
@@ -223,6 +224,9 @@ func runCheck(ctx context.Context, dir string, o checkOptions) (*checkReport, er
 	if db != nil {
 		cfg.DB = db
 	}
+	if gw != "" {
+		cfg.Ledger = &httpLedger{gate: &httpGate{client: client, gateway: gw, header: header}}
+	}
 	sums, n, err := repocheck.CheckSums(ctx, dir, cfg)
 	if err != nil {
 		return nil, err
@@ -258,6 +262,24 @@ func runCheck(ctx context.Context, dir string, o checkOptions) (*checkReport, er
 		r.Counts[f.Kind]++
 	}
 	return r, nil
+}
+
+// httpLedger reads a modgate gateway's private ledger (GET
+// /ledger/lookup), for private modules' go.sum lines.
+type httpLedger struct{ gate *httpGate }
+
+func (l *httpLedger) Lookup(ctx context.Context, path, version string) ([]string, error) {
+	u := l.gate.gateway + "/ledger/lookup?module=" + url.QueryEscape(path) + "&version=" + url.QueryEscape(version)
+	status, body, err := l.gate.ask(ctx, "GET", u)
+	switch {
+	case err != nil:
+		return nil, err
+	case status == http.StatusNotFound && strings.HasPrefix(body, "ledger lookup:"):
+		return nil, fmt.Errorf("%s@%s: %w", path, version, fs.ErrNotExist)
+	case status != http.StatusOK:
+		return nil, fmt.Errorf("GET %s: %d: %s (is the gateway modgate?)", u, status, strings.TrimSpace(body))
+	}
+	return strings.Split(strings.TrimSpace(body), "\n"), nil
 }
 
 // httpGate asks a gateway whether it would serve a version's zip: a HEAD
@@ -306,8 +328,8 @@ func (g *httpGate) Admits(ctx context.Context, path, version string) (bool, stri
 	return false, reason, nil
 }
 
-// ask sends one request and returns its status and, for an error status,
-// the start of its body.
+// ask sends one request and returns its status and the start of its
+// body.
 func (g *httpGate) ask(ctx context.Context, method, u string) (int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
@@ -324,10 +346,7 @@ func (g *httpGate) ask(ctx context.Context, method, u string) (int, string, erro
 	if resp.StatusCode == http.StatusUnauthorized {
 		return 0, "", fmt.Errorf("%s %s: 401: the gateway wants credentials (--token-file, MODGATE_TOKEN)", method, u)
 	}
-	var body []byte
-	if resp.StatusCode >= 400 {
-		body, _ = io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	return resp.StatusCode, string(body), nil
 }
 

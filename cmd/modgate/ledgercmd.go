@@ -5,9 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"golang.org/x/mod/module"
+
+	"github.com/modgate/modgate/auth"
 	"github.com/modgate/modgate/ledger"
 )
 
@@ -75,4 +81,54 @@ func ledgerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "%s: %d hashes, chain intact\n", path, len(entries))
 	}
 	return nil
+}
+
+// ledgerLookup is GET /ledger/lookup?module=M&version=V on the GOPROXY
+// listener: the private ledger's records of a private module version, in
+// go.sum's form, for modgate check. It authenticates like every request
+// (tokens, when auth is on) and answers only for private modules: 404 if
+// the ledger has no record.
+func (g *standalone) ledgerLookup(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if g.auth != nil {
+		peer := auth.Peer{}
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			peer.Addr = ap
+		}
+		if _, err := g.auth.Authenticate(r.Context(), r.Header, peer); err != nil {
+			w.Header().Set("WWW-Authenticate", `Basic realm="modgate"`)
+			http.Error(w, "ledger lookup: "+err.Error(), http.StatusUnauthorized)
+			return
+		}
+	}
+	path, version := r.URL.Query().Get("module"), r.URL.Query().Get("version")
+	if err := module.Check(path, version); err != nil || module.CanonicalVersion(version) != version {
+		http.Error(w, "ledger lookup: want module=PATH&version=CANONICAL-VERSION", http.StatusBadRequest)
+		return
+	}
+	if !module.MatchPrefixPatterns(strings.Join(g.cfg.privatePatterns(g.env), ","), path) {
+		http.Error(w, "ledger lookup: "+path+" is not a private module: ask the checksum database", http.StatusNotFound)
+		return
+	}
+	var b strings.Builder
+	for _, v := range []string{version, version + "/go.mod"} {
+		hash, ok, err := g.ledger.Recorded(r.Context(), path, v)
+		if err != nil {
+			http.Error(w, "ledger lookup: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if ok {
+			fmt.Fprintf(&b, "%s %s %s\n", path, v, hash)
+		}
+	}
+	if b.Len() == 0 {
+		http.Error(w, "ledger lookup: no record of "+path+" "+version, http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, b.String())
 }

@@ -833,19 +833,22 @@ func (g *standalone) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var front http.Handler = g.handler
+	// /vulndb/ and /ledger/ are no module paths (no dot in their first
+	// element), so they cannot shadow a module.
+	var mirror http.Handler
 	if g.vulnStore != nil && g.cfg.VulnDB.Mirror {
-		// /vulndb/ is no module path (no dot in its first element), so
-		// it cannot shadow a module.
-		mirror := g.vulnStore.Handler()
-		front = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasPrefix(r.URL.Path, "/vulndb/") {
-				mirror.ServeHTTP(w, r)
-				return
-			}
-			g.handler.ServeHTTP(w, r)
-		})
+		mirror = g.vulnStore.Handler()
 	}
+	front := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case mirror != nil && strings.HasPrefix(r.URL.Path, "/vulndb/"):
+			mirror.ServeHTTP(w, r)
+		case r.URL.Path == "/ledger/lookup":
+			g.ledgerLookup(w, r)
+		default:
+			g.handler.ServeHTTP(w, r)
+		}
+	})
 	proxy := g.server(front)
 	proxy.ConnContext = gateway.ConnContext
 	blob := g.server(gateway.NewBlobHandler(g.cache, g.caps, g.log))
