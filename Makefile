@@ -66,7 +66,7 @@ fuzz: ## fuzz the request grammar for FUZZTIME (default 60s)
 bench: bench-deps s3-server ## run the benchmarks (req/s, latency percentiles, CPU per request, modgate vs nginx)
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v /integration)
 	$(GO) test -run '^$$' -bench 'VsNginx|VCSDownload' -count=1 -timeout 30m ./integration
-	$(GO) test -run '^$$' -bench 'Replicas' -benchtime=1x -count=1 -timeout 10m ./integration
+	$(GO) test -run '^$$' -bench 'Replicas|BenchmarkCheck' -benchtime=1x -count=1 -timeout 10m ./integration
 
 # nginx (the yardstick) and wrk (the load generator) for BenchmarkVsNginx.
 bench-deps:

@@ -18,6 +18,11 @@ import (
 // exit status.
 func runCheck(t *testing.T, env []string, dir string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runCheckTB(t, env, dir, args...)
+}
+
+func runCheckTB(t testing.TB, env []string, dir string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(modgateBin, append([]string{"check", dir}, args...)...)
 	cmd.Env = env
 	var out, errb bytes.Buffer
