@@ -3,8 +3,18 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	// The module whose source holds the SARIF schema; see validateSARIF.
+	_ "github.com/owenrumney/go-sarif/v3/pkg/report/v210/sarif"
+	"github.com/xeipuuv/gojsonschema"
 
 	"github.com/modgate/modgate/repocheck"
 )
@@ -51,6 +61,7 @@ func TestCheckOutput(t *testing.T) {
 	if err := r.writeSARIF(&out); err != nil {
 		t.Fatal(err)
 	}
+	validateSARIF(t, out.Bytes())
 	var log struct {
 		Version string
 		Runs    []struct {
@@ -92,4 +103,58 @@ func TestCheckOutput(t *testing.T) {
 	if run.Results[0].Level != "note" || run.Results[1].Level != "error" || run.Results[0].Locations[0].PhysicalLocation.Region.StartLine != 1 {
 		t.Errorf("levels or lines: %s", &out)
 	}
+}
+
+// sarifSchemaModule ships the OASIS SARIF 2.1.0 JSON schema (as the
+// constant schema in pkg/report/v210/sarif/schema.go); go.mod requires it
+// for this test alone, which reads the schema from the module's source
+// rather than keep a copy.
+const sarifSchemaModule = "github.com/owenrumney/go-sarif/v3"
+
+// validateSARIF validates data, as written, against the SARIF 2.1.0
+// schema.
+func validateSARIF(t *testing.T, data []byte) {
+	t.Helper()
+	for _, e := range sarifErrors(t, data) {
+		t.Errorf("SARIF output is not valid SARIF 2.1.0: %s", e)
+	}
+	// The validation itself can fail.
+	if errs := sarifErrors(t, []byte(`{"version": "2.1.0", "runs": [{"tool": {"driver": {}}, "results": [{"level": "fatal", "message": {}}]}]}`)); len(errs) < 3 {
+		t.Errorf("a document without a driver name, with a bad level and an empty message: %d schema errors, want at least 3", len(errs))
+	}
+}
+
+// sarifErrors returns data's violations of the SARIF 2.1.0 schema.
+func sarifErrors(t *testing.T, data []byte) []string {
+	t.Helper()
+	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", sarifSchemaModule).Output()
+	if err != nil || len(bytes.TrimSpace(dir)) == 0 {
+		t.Fatalf("locating %s: %v", sarifSchemaModule, err)
+	}
+	file := filepath.Join(string(bytes.TrimSpace(dir)), "pkg", "report", "v210", "sarif", "schema.go")
+	f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema string
+	ast.Inspect(f, func(n ast.Node) bool {
+		if vs, ok := n.(*ast.ValueSpec); ok && len(vs.Names) == 1 && vs.Names[0].Name == "schema" {
+			if lit, ok := vs.Values[0].(*ast.BasicLit); ok {
+				schema, err = strconv.Unquote(lit.Value)
+			}
+		}
+		return schema == ""
+	})
+	if schema == "" || err != nil || !strings.Contains(schema, "sarif-schema-2.1.0.json") {
+		t.Fatalf("no SARIF 2.1.0 schema in %s (%v)", file, err)
+	}
+	res, err := gojsonschema.Validate(gojsonschema.NewStringLoader(schema), gojsonschema.NewBytesLoader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errs []string
+	for _, e := range res.Errors() {
+		errs = append(errs, e.String())
+	}
+	return errs
 }
