@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -87,4 +88,39 @@ func TestCacheVerify(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "0 quarantined") {
 		t.Errorf("second modgate cache verify = %v:\n%s", err, out)
 	}
+	t.Run("offline", func(t *testing.T) {
+		// A go.mod rewritten with its entry to match: only the checksum
+		// database's record, held in the cache directory, tells.
+		const mod = "/example.com/a/@v/v1.0.0.mod"
+		stopModgate(t, g)
+		evil := []byte("module example.com/a\n\ngo 1.21\n\nrequire example.com/evil v1.0.0\n")
+		sum := sha256.Sum256(evil)
+		hexSum := hex.EncodeToString(sum[:])
+		if err := os.MkdirAll(filepath.Join(cacheDir, "blobs", hexSum[:2]), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(cacheDir, "blobs", hexSum[:2], hexSum), evil, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		var e map[string]any
+		data, err := os.ReadFile(entryFile(cacheDir, mod))
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.Unmarshal(data, &e)
+		e["sha256"], e["size"] = hexSum, len(evil)
+		data, _ = json.Marshal(e)
+		if err := os.WriteFile(entryFile(cacheDir, mod), data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		cfg := filepath.Join(t.TempDir(), "modgate.yaml")
+		os.WriteFile(cfg, []byte(gatewayConfig(public, private)), 0o644)
+		cmd := exec.Command(modgateBin, "cache", "verify", "--offline", "--config", cfg, "--cache-dir", cacheDir)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "GOENV=off"}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "quarantined "+mod) || !strings.Contains(string(out), "checksum database") {
+			t.Errorf("modgate cache verify --offline = %v:\n%s", err, out)
+		}
+	})
 }

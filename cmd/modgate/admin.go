@@ -251,6 +251,7 @@ const cacheUsage = `Usage:
 	modgate cache stats [--admin ADDR]
 	modgate cache purge [--admin ADDR] [--admin-token-file F] MODULE[@VERSION]
 	modgate cache verify [--admin ADDR] [--admin-token-file F]
+	modgate cache verify --offline [--config F] [--cache-dir D]
 
 Talks to a running 'modgate serve' on its admin listener.
 
@@ -261,7 +262,10 @@ the SHA-256 recorded when it was stored, then public ones against the
 checksum database state the server holds and private ones against the
 ledger. What fails is quarantined: never served again (the next request
 fetches and verifies it anew), its bytes kept in quarantine/ in the cache
-directory, each audited. Exit status 1 if anything was quarantined.
+directory, each audited. Exit status 1 if anything was quarantined. With
+--offline it scrubs a cache directory no gateway runs on, fetching
+nothing: what the database state held there cannot answer is reported as
+not checked.
 
 purge removes MODULE@VERSION's .info, .mod and .zip from both tiers, or,
 without a version, everything cached for MODULE (its versions, list,
@@ -285,6 +289,9 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defaultTokenFile = filepath.Join(dir.Dir, adminTokenName)
 	}
 	tokenFile := fs.String("admin-token-file", "", "`file` with the server's admin token (default: $MODGATE_ADMIN_TOKEN if set, else "+defaultTokenFile+")")
+	offline := fs.Bool("offline", false, "verify: scrub the cache directory itself, with no gateway running on it")
+	config := fs.String("config", "", "verify --offline: the modgate.yaml `file` whose cache_dir, sumdb_key, private and audit to use")
+	cacheDir := fs.String("cache-dir", "", "verify --offline: the cache `directory` (default: as modgate serve's)")
 	var req *http.Request
 	sub, err := parseSub(fs, args, "stats", "purge", "verify")
 	if err != nil {
@@ -292,6 +299,23 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	base := "http://" + *admin
 	client := &http.Client{Timeout: 30 * time.Second}
+	if sub == "verify" && *offline {
+		if fs.NArg() != 0 {
+			return usageError{"cache verify: takes no arguments"}
+		}
+		cfg, err := loadConfig(*config)
+		if err != nil {
+			return err
+		}
+		if *cacheDir != "" {
+			cfg.CacheDir = *cacheDir
+		}
+		r, err := verifyCacheOffline(ctx, cfg, stderr)
+		if err != nil {
+			return fmt.Errorf("cache verify: %w", err)
+		}
+		return printScrub(stdout, r)
+	}
 	if sub == "verify" {
 		if fs.NArg() != 0 {
 			return usageError{"cache verify: takes no arguments"}
@@ -358,17 +382,7 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := json.Unmarshal(body, &r); err != nil {
 			return fmt.Errorf("cache verify: %w", err)
 		}
-		fmt.Fprintf(stdout, "verified %d .mod and .zip entries (%d bytes): %d quarantined, %d not checkable\n", r.Checked, r.Bytes, len(r.Quarantined), len(r.Unchecked))
-		for _, q := range r.Quarantined {
-			fmt.Fprintf(stdout, "quarantined %s: %s (bytes kept in %s)\n", q.Key, q.Reason, q.File)
-		}
-		for _, u := range r.Unchecked {
-			fmt.Fprintf(stdout, "not checked: %s\n", u)
-		}
-		if len(r.Quarantined) > 0 {
-			return exitError{code: 1}
-		}
-		return nil
+		return printScrub(stdout, r)
 	}
 	var st cache.Stats
 	if err := json.Unmarshal(body, &st); err != nil {
@@ -403,4 +417,19 @@ func clientAdminToken(flagFile, defaultFile string) (string, error) {
 		return "", fmt.Errorf("no admin token (give --admin-token-file, e.g. CACHE_DIR/%s of the server, or set MODGATE_ADMIN_TOKEN): %w", adminTokenName, err)
 	}
 	return tok, nil
+}
+
+// printScrub prints a scrub's report; a quarantine is exit status 1.
+func printScrub(w io.Writer, r cache.ScrubReport) error {
+	fmt.Fprintf(w, "verified %d .mod and .zip entries (%d bytes): %d quarantined, %d not checkable\n", r.Checked, r.Bytes, len(r.Quarantined), len(r.Unchecked))
+	for _, q := range r.Quarantined {
+		fmt.Fprintf(w, "quarantined %s: %s (bytes kept in %s)\n", q.Key, q.Reason, q.File)
+	}
+	for _, u := range r.Unchecked {
+		fmt.Fprintf(w, "not checked: %s\n", u)
+	}
+	if len(r.Quarantined) > 0 {
+		return exitError{code: 1}
+	}
+	return nil
 }

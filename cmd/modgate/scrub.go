@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/modgate/modgate/gate"
 	"github.com/modgate/modgate/goproxy"
 	"github.com/modgate/modgate/internal/files"
+	"github.com/modgate/modgate/ledger"
 	"github.com/modgate/modgate/policy"
 	"github.com/modgate/modgate/verify"
 )
@@ -29,7 +33,7 @@ func (g *standalone) scrubCheck(ctx context.Context, m cache.Meta, file string) 
 	if err != nil {
 		return "", fmt.Errorf("not a module request: %w", err)
 	}
-	private := g.proc != nil && g.policy.Decide(req).Route == policy.Private
+	private := g.policy != nil && g.policy.Decide(req).Route == policy.Private
 	switch req.Kind {
 	case goproxy.KindMod:
 		data, err := files.ReadMax(file, gate.MaxModBytes)
@@ -111,4 +115,51 @@ func (g *standalone) scrubEvery(ctx context.Context, interval time.Duration) {
 		}
 		g.log.Info("cache verified", "checked", rep.Checked, "bytes", rep.Bytes, "quarantined", len(rep.Quarantined), "unchecked", len(rep.Unchecked), "took", time.Since(start).Round(time.Millisecond))
 	}
+}
+
+// verifyCacheOffline is `modgate cache verify --offline`: the scrub of a
+// cache directory no gateway is running on, against the checksum-database
+// state and the ledger kept there. Nothing is fetched: what the state
+// cannot answer is reported as not checked. Quarantines are audited to
+// the configured audit file (standard error if there is none).
+func verifyCacheOffline(ctx context.Context, cfg *fileConfig, stderr io.Writer) (cache.ScrubReport, error) {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	env, err := readGoEnv(ctx)
+	if err != nil {
+		return cache.ScrubReport{}, err
+	}
+	cc, err := cfg.cacheConfig()
+	if err != nil {
+		return cache.ScrubReport{}, err
+	}
+	cc.Logger = log
+	g := &standalone{cfg: cfg, log: log}
+	defer g.close()
+	if err := g.openAudit(stderr); err != nil {
+		return cache.ScrubReport{}, err
+	}
+	if g.cache, err = cache.Open(cc); err != nil {
+		return cache.ScrubReport{}, fmt.Errorf("%w (is modgate serve running on it? then leave out --offline)", err)
+	}
+	if g.policy, err = policy.New(policy.Config{Private: cfg.privatePatterns(env), SumDBs: cfg.sumDBs(env)}); err != nil {
+		return cache.ScrubReport{}, err
+	}
+	key, err := cfg.sumDBKey(env)
+	if err != nil {
+		return cache.ScrubReport{}, err
+	}
+	if g.ledger, err = ledger.Open(filepath.Join(cc.Dir, "ledger"), log); err != nil {
+		return cache.ScrubReport{}, err
+	}
+	vc := verify.Config{Key: key, Ledger: g.ledger, Logger: log}
+	if key != "" {
+		vc.Dir = filepath.Join(cc.Dir, "sumdb")
+		vc.Fetch = func(context.Context, string) ([]byte, error) {
+			return nil, errors.New("offline: not in the checksum database state held in the cache directory")
+		}
+	}
+	if g.verifier, err = verify.New(ctx, vc); err != nil {
+		return cache.ScrubReport{}, err
+	}
+	return g.scrub(ctx)
 }
