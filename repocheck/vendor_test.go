@@ -193,6 +193,14 @@ func TestCheckVendor(t *testing.T) {
 			}},
 		},
 		{
+			name: "a workspace: modules.txt not compared, files are",
+			repo: vendorRepo{
+				add:   map[string]string{"go.work": "go 1.22\n\nuse .\n"},
+				edits: []edit{{"vendor/example.com/m/m.go", `"example.com/dep"`, `"example.com/deq"`}},
+			},
+			want: []string{"vendor-modified vendor/example.com/m/m.go:0", "unverifiable vendor/modules.txt:0"},
+		},
+		{
 			name: "a byte edited",
 			repo: vendorRepo{edits: []edit{{"vendor/example.com/m/m.go", `"example.com/dep"`, `"example.com/deq"`}}},
 			want: []string{"vendor-modified vendor/example.com/m/m.go:0"},
