@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,6 +151,13 @@ policy:
 		out, stderr, code := runCheck(t, env, dir, "--gateway", strict.URL)
 		if code != 1 || !strings.Contains(out, "refused") || !strings.Contains(out, `rule "old-a": use v1.2.0 or later`) || strings.Contains(out, "example.com/b v1.0.0: the gateway would refuse") {
 			t.Errorf("modgate check --gateway (deny rule on example.com/a) = %d, want 1 naming the rule for a alone:\n%s%s", code, out, stderr)
+		}
+		// A cooldown whose module index knows of nothing: no version's age
+		// can be proven, so every one is held back (it fails closed).
+		held := startModgate(t, gatewayConfig(public, private)+fmt.Sprintf("policy:\n  cooldown:\n    min_age: 72h\n    index_url: %s\n", indexServer(t)))
+		out, stderr, code = runCheck(t, env, dir, "--gateway", held.URL)
+		if code != 1 || strings.Count(out, "the gateway would refuse") != 2 || !strings.Contains(out, "72h") {
+			t.Errorf("modgate check --gateway (cooldown) = %d, want 1 with both versions held back and why:\n%s%s", code, out, stderr)
 		}
 	})
 

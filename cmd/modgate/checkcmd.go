@@ -239,6 +239,9 @@ func runCheck(ctx context.Context, dir string, o checkOptions) (*checkReport, er
 		return nil, err
 	}
 	r.Vendored = len(vendored)
+	if len(vendored) >= 20 && o.progress != nil {
+		fmt.Fprintf(o.progress, "modgate check: comparing vendor/ with %d module zips\n", len(vendored))
+	}
 	if len(vendored) > 0 {
 		zips := &checkZips{client: client, gateway: gw, header: header, db: db, private: private}
 		if env.GOMODCACHE != "" {
