@@ -30,7 +30,7 @@ var commands = []command{
 	{"serve", "run the standalone gateway: a GOPROXY server on 127.0.0.1:8080", serve},
 	{"extproc", "run the mesh sidecar: the ext_proc gRPC server Envoy streams requests to", extprocCmd},
 	{"xds", "run the control plane alone: upstream clusters for the gateway Envoy over ADS", xdsCmd},
-	{"cache", "show cache statistics or purge a module from a running gateway", cacheCmd},
+	{"cache", "show cache statistics, purge a module, or re-verify every cached .mod and .zip", cacheCmd},
 	{"ledger", "list or verify the private-module checksum ledger", ledgerCmd},
 	{"check", "prove a repository's go.sum and vendor/ are what the world published", checkCmd},
 	{"store", "tidy the store that replicas share: orphaned blobs and unfinished uploads", storeCmd},
