@@ -23,17 +23,7 @@ import (
 //
 // It runs its own fixed rounds (run it with -benchtime=1x).
 func BenchmarkCheck(b *testing.B) {
-	const n = 300
-	fsys := fstest.MapFS{}
-	for i := range n {
-		path := fmt.Sprintf("example.com/dep%03d", i)
-		fsys[fmt.Sprintf("dep%03d.txtar", i)] = &fstest.MapFile{Data: []byte(fmt.Sprintf(
-			"module %[1]s\nversion v1.0.0\n-- go.mod --\nmodule %[1]s\n\ngo 1.21\n-- dep.go --\npackage dep%03[2]d\n\nconst N = %[2]d\n-- util.go --\npackage dep%03[2]d\n\nfunc Twice() int { return 2 * N }\n-- dep_test.go --\npackage dep%03[2]d\n", path, i))}
-	}
-	mods, err := testproxy.Load(fsys)
-	if err != nil {
-		b.Fatal(err)
-	}
+	mods, fsys := syntheticModules(b, 300)
 	public := testproxy.Start(b, mods)
 	g := startModgate(b, fmt.Sprintf("upstreams:\n  - name: public\n    url: %s\nsumdb: [%s]\nsumdb_key: %s\n", public.URL, public.SumDB, public.VerifierKey))
 
@@ -82,4 +72,22 @@ func BenchmarkCheck(b *testing.B) {
 		b.ReportMetric(cold.Seconds(), "cold-s")
 		b.ReportMetric(warm.Seconds(), "warm-s")
 	}
+}
+
+// syntheticModules makes n small modules, example.com/depNNN v1.0.0, each
+// a package of two files and a test, and returns them with the fixtures
+// they were loaded from.
+func syntheticModules(tb testing.TB, n int) ([]*testproxy.Module, fstest.MapFS) {
+	tb.Helper()
+	fsys := fstest.MapFS{}
+	for i := range n {
+		path := fmt.Sprintf("example.com/dep%03d", i)
+		fsys[fmt.Sprintf("dep%03d.txtar", i)] = &fstest.MapFile{Data: []byte(fmt.Sprintf(
+			"module %[1]s\nversion v1.0.0\n-- go.mod --\nmodule %[1]s\n\ngo 1.21\n-- dep.go --\npackage dep%03[2]d\n\nconst N = %[2]d\n-- util.go --\npackage dep%03[2]d\n\nfunc Twice() int { return 2 * N }\n-- dep_test.go --\npackage dep%03[2]d\n", path, i))}
+	}
+	mods, err := testproxy.Load(fsys)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return mods, fsys
 }

@@ -78,6 +78,20 @@ func BenchmarkReplicas(b *testing.B) {
 		b.ReportMetric(ms(medianDuration(through)), "shared-hit-ms")
 	}
 
+	// Shared-tier hits under load: replica B serves 300 zips that replica
+	// A filled, each B's first read of it, 16 at a time.
+	synth, _ := syntheticModules(b, 300)
+	h := &fleet{s3: s3, nats: nats, public: testproxy.Start(b, synth), prefix: "BenchmarkReplicas-shared/"}
+	fa, fb := h.start(b, nil), h.start(b, nil)
+	zips := make([]string, len(synth))
+	for i, m := range synth {
+		zips[i] = "/" + m.Path + "/@v/" + m.Version + ".zip"
+	}
+	fetchAll(b, fa, zips, 8)
+	start := time.Now()
+	fetchAll(b, fb, zips, 16)
+	b.ReportMetric(float64(len(zips))/time.Since(start).Seconds(), "shared-hit-zip-req/s")
+
 	// The cold fan-in, on a fleet with an empty store prefix.
 	g := newFleet(b, s3, nats, 3)
 	var three, one []time.Duration
@@ -135,3 +149,20 @@ func medianDuration(ds []time.Duration) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// fetchAll GETs every key from g, conc at a time, and fails b on any
+// answer but 200.
+func fetchAll(b *testing.B, g *gatewayProc, keys []string, conc int) {
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	for _, k := range keys {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if s, _ := getBody(b, g.URL+k); s != 200 {
+				b.Errorf("GET %s: %d", k, s)
+			}
+		})
+	}
+	wg.Wait()
+}
