@@ -6,7 +6,7 @@ PKGS    := ./...
 # Flags for `make run`, e.g. make run ARGS='--config modgate.yaml'
 ARGS    ?=
 
-.PHONY: help build run test deps s3-server generate check-generated vet lint fmt-check fuzz bench bench-deps clean
+.PHONY: help build run test deps s3-server peers generate check-generated vet lint fmt-check fuzz bench bench-deps clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,11 @@ deps: s3-server
 s3-server:
 	@GO=$(GO) bash integration/s3server/build.sh
 
+# Athens and goproxy, built once from their Go modules, for
+# BenchmarkVsPeers (make bench); it skips a peer that failed to build.
+peers:
+	-@GO=$(GO) bash integration/peers/build.sh
+
 BPF2GO_CFLAGS := -O2 -g -Wall -Werror -I/usr/include/$(shell uname -m)-linux-gnu
 
 generate: ## regenerate bpf/redirect_bpfel.{go,o} from bpf/redirect.c (needs clang)
@@ -63,10 +68,11 @@ fmt-check:
 fuzz: ## fuzz the request grammar for FUZZTIME (default 60s)
 	$(GO) test ./goproxy -run '^$$' -fuzz FuzzParse -fuzztime $(or $(FUZZTIME),60s)
 
-bench: bench-deps s3-server ## run the benchmarks (req/s, latency percentiles, CPU per request, modgate vs nginx)
+bench: bench-deps s3-server peers ## run the benchmarks (req/s, latency percentiles, CPU per request, modgate vs nginx)
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v /integration)
 	$(GO) test -run '^$$' -bench 'VsNginx|VCSDownload' -count=1 -timeout 30m ./integration
 	$(GO) test -run '^$$' -bench 'Replicas|BenchmarkCheck' -benchtime=1x -count=1 -timeout 10m ./integration
+	$(GO) test -run '^$$' -bench VsPeers -benchtime=1x -count=1 -timeout 15m ./integration
 
 # nginx (the yardstick) and wrk (the load generator) for BenchmarkVsNginx.
 bench-deps:
