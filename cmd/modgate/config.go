@@ -165,7 +165,9 @@ type fileConfig struct {
 }
 
 type cacheConfig struct {
-	// HotBytes is the memory hot tier's size. Default 256MiB.
+	// HotBytes is the memory hot tier's size. Default: an eighth of the
+	// memory the process may use (GOMEMLIMIT, the cgroup's limit, else the
+	// machine's), between 16MiB and 256MiB (see sizeMemory).
 	HotBytes byteSize `yaml:"hot_bytes"`
 	// DiskBytes bounds the disk tier. Default 10GiB.
 	DiskBytes byteSize `yaml:"disk_bytes"`

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -343,18 +342,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		return nil, err
 	}
 	cc.Logger = log
-	if os.Getenv("GOMEMLIMIT") == "" {
-		// The hot tier is one large allocation the collector never frees;
-		// without a limit the heap goal would be twice it, and garbage could
-		// grow to the hot tier's size. A soft limit of the hot tier plus
-		// 128 MiB bounds resident memory well under the hot tier's size plus
-		// 40 MiB in practice (GOMEMLIMIT overrides it).
-		hot := cc.HotBytes
-		if hot == 0 {
-			hot = cache.DefaultHotBytes
-		}
-		debug.SetMemoryLimit(hot + 128<<20)
-	}
+	cc.HotBytes = sizeMemory(cc.HotBytes, log)
 	if err := g.openStore(ctx); err != nil {
 		g.close()
 		return nil, err
