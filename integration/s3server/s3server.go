@@ -2,9 +2,9 @@
 // (versitygw, Apache 2.0) over a POSIX directory, on 127.0.0.1, with its
 // data in a temporary directory of the test, static credentials, and a
 // bucket. No in-memory fake: conditional writes, multipart uploads and
-// listings behave as a real server makes them. (The s3store suite has also
-// passed against SeaweedFS; its binary takes over ten minutes to build
-// here, versitygw's under two.)
+// listings behave as a real server makes them. (An earlier version of the
+// s3store suite also passed against SeaweedFS, whose binary takes over ten
+// minutes to build here; versitygw's takes under two.)
 //
 // The binary is $MODGATE_S3_SERVER, or else
 // ${XDG_CACHE_HOME:-$HOME/.cache}/modgate-test/bin/versitygw, which `make
