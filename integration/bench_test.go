@@ -32,23 +32,7 @@ import (
 // second with the ratio. It needs nginx and wrk (make bench installs them);
 // it runs once per target and concurrency whatever b.N is.
 func BenchmarkVsNginx(b *testing.B) {
-	nginxBin, err1 := exec.LookPath("nginx")
-	if err1 != nil {
-		if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-			nginxBin, err1 = "/usr/sbin/nginx", nil
-		}
-	}
-	wrkBin, err2 := exec.LookPath("wrk")
-	if err1 != nil || err2 != nil {
-		b.Skip("needs nginx and wrk: run 'make bench', which installs them")
-	}
-	duration, rounds := 3*time.Second, 3
-	if d, err := time.ParseDuration(os.Getenv("BENCH_DURATION")); err == nil {
-		duration = d
-	}
-	if n, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && n > 0 {
-		rounds = n
-	}
+	nginxBin, wrkBin, duration, rounds := loadTools(b)
 
 	mods := append(testproxy.Fixtures(b), bigModule(b, "example.com/big100k", 100<<10), bigModule(b, "example.com/big1m", 1<<20))
 	up := testproxy.Start(b, mods)
@@ -114,6 +98,30 @@ func BenchmarkVsNginx(b *testing.B) {
 			})
 		}
 	}
+}
+
+// loadTools finds nginx and wrk, skipping b without them, and returns
+// the length of a wrk run (BENCH_DURATION, default 3s) and the number of
+// rounds (BENCH_ROUNDS, default 3).
+func loadTools(b *testing.B) (nginxBin, wrkBin string, duration time.Duration, rounds int) {
+	nginxBin, err1 := exec.LookPath("nginx")
+	if err1 != nil {
+		if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
+			nginxBin, err1 = "/usr/sbin/nginx", nil
+		}
+	}
+	wrkBin, err2 := exec.LookPath("wrk")
+	if err1 != nil || err2 != nil {
+		b.Skip("needs nginx and wrk: run 'make bench', which installs them")
+	}
+	duration, rounds = 3*time.Second, 3
+	if d, err := time.ParseDuration(os.Getenv("BENCH_DURATION")); err == nil {
+		duration = d
+	}
+	if n, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	return nginxBin, wrkBin, duration, rounds
 }
 
 // bigModule makes a module with one incompressible file of size bytes, so

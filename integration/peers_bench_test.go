@@ -45,23 +45,7 @@ import (
 // BENCH_DURATION and BENCH_ROUNDS change the length of a wrk run (3s) and
 // the number of rounds (3).
 func BenchmarkVsPeers(b *testing.B) {
-	nginxBin, err1 := exec.LookPath("nginx")
-	if err1 != nil {
-		if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-			nginxBin, err1 = "/usr/sbin/nginx", nil
-		}
-	}
-	wrkBin, err2 := exec.LookPath("wrk")
-	if err1 != nil || err2 != nil {
-		b.Skip("needs nginx and wrk: run 'make bench-deps', which installs them")
-	}
-	duration, rounds := 3*time.Second, 3
-	if d, err := time.ParseDuration(os.Getenv("BENCH_DURATION")); err == nil {
-		duration = d
-	}
-	if n, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && n > 0 {
-		rounds = n
-	}
+	nginxBin, wrkBin, duration, rounds := loadTools(b)
 	bins := peerBinaries(b)
 	if bins["athens"] == "" && bins["goproxy"] == "" {
 		b.Skip("no peer binary: run 'bash integration/peers/build.sh' to build Athens and goproxy")
