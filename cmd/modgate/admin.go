@@ -122,19 +122,10 @@ func adminToken(file, cacheDir string, log *slog.Logger) (string, error) {
 // readAdminToken reads a token file: its content without surrounding
 // white space, between minAdminToken and maxAdminToken bytes.
 func readAdminToken(file string) (string, error) {
-	f, err := os.Open(file)
+	tok, err := readSecret(file, maxAdminToken)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxAdminToken+1))
-	if err != nil {
-		return "", err
-	}
-	if len(data) > maxAdminToken {
-		return "", fmt.Errorf("%s: more than %d bytes", file, maxAdminToken)
-	}
-	tok := strings.TrimSpace(string(data))
 	if len(tok) < minAdminToken {
 		return "", fmt.Errorf("%s: the token is %d bytes, want at least %d", file, len(tok), minAdminToken)
 	}
@@ -160,9 +151,16 @@ func (g *standalone) guard(h http.Handler) http.Handler {
 	})
 }
 
-// purgeTarget is a module path, and optionally a version, to purge.
+// purgeTarget is a module path, and optionally a version, to purge, and
+// their escaped forms, as cache keys hold them.
 type purgeTarget struct {
-	path, version string
+	path, version       string
+	escPath, escVersion string
+}
+
+// keys matches the cache keys of the target.
+func (t purgeTarget) keys() func(key string) bool {
+	return cache.ModuleKeys(t.escPath, t.escVersion)
 }
 
 // parsePurgeTarget checks MODULE[@VERSION] with golang.org/x/mod.
@@ -171,6 +169,8 @@ func parsePurgeTarget(s string) (purgeTarget, error) {
 	if err := module.CheckPath(path); err != nil {
 		return purgeTarget{}, err
 	}
+	t := purgeTarget{path: path, version: version}
+	t.escPath, _ = module.EscapePath(path) // checked above
 	if version != "" {
 		if err := module.Check(path, version); err != nil {
 			return purgeTarget{}, err
@@ -178,8 +178,9 @@ func parsePurgeTarget(s string) (purgeTarget, error) {
 		if module.CanonicalVersion(version) != version {
 			return purgeTarget{}, fmt.Errorf("version %q is not canonical (%s)", version, module.CanonicalVersion(version))
 		}
+		t.escVersion, _ = module.EscapeVersion(version)
 	}
-	return purgeTarget{path, version}, nil
+	return t, nil
 }
 
 // purge removes a module's (or a version's) entries from the cache. It is
@@ -215,20 +216,15 @@ func (g *standalone) purge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev.Modgate.Module, ev.Modgate.Version = t.path, t.version
-	escPath, _ := module.EscapePath(t.path) // checked above
-	escVersion := ""
-	if t.version != "" {
-		escVersion, _ = module.EscapeVersion(t.version)
-	}
 	// The shared store first: a replica must not read the purged entries
 	// back from it after its own purge.
-	shared, err := g.purgeShared(r.Context(), escPath, escVersion)
+	shared, err := g.purgeShared(r.Context(), t)
 	if err != nil {
 		ev.Event.Outcome, ev.Event.Reason = audit.OutcomeFailure, err.Error()
 		reply(http.StatusServiceUnavailable, fmt.Sprintf("purge %s: %v; nothing purged here, try again\n", target, err))
 		return
 	}
-	n := g.cache.Purge(cache.ModuleKeys(escPath, escVersion))
+	n := g.cache.Purge(t.keys())
 	g.log.Info("cache purged", "module", t.path, "version", t.version, "entries", n, "shared_entries", shared)
 	msg := fmt.Sprintf("purged %d entries", n)
 	if g.store != nil {

@@ -166,7 +166,7 @@ func runCheck(ctx context.Context, dir string, o checkOptions) (*checkReport, er
 	header := http.Header{"User-Agent": {"modgate-check"}}
 	tok := os.Getenv("MODGATE_TOKEN")
 	if o.tokenFile != "" {
-		if tok, err = readSecret(o.tokenFile); err != nil {
+		if tok, err = readSecret(o.tokenFile, maxSecret); err != nil {
 			return nil, fmt.Errorf("check: --token-file: %w", err)
 		}
 	}

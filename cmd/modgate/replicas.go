@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"golang.org/x/mod/module"
 
 	"github.com/modgate/modgate/audit"
 	"github.com/modgate/modgate/cache"
@@ -192,14 +191,14 @@ func (c *coordinationConfig) natsOptions() ([]nats.Option, error) {
 		opts = append(opts, o)
 	}
 	if c.TokenFile != "" {
-		tok, err := readSecret(c.TokenFile)
+		tok, err := readSecret(c.TokenFile, maxSecret)
 		if err != nil {
 			return nil, fmt.Errorf("coordination: token_file: %w", err)
 		}
 		opts = append(opts, nats.Token(tok))
 	}
 	if c.User != "" {
-		pw, err := readSecret(c.PasswordFile)
+		pw, err := readSecret(c.PasswordFile, maxSecret)
 		if err != nil {
 			return nil, fmt.Errorf("coordination: password_file: %w", err)
 		}
@@ -214,9 +213,13 @@ func (c *coordinationConfig) natsOptions() ([]nats.Option, error) {
 	return opts, nil
 }
 
-// readSecret reads a small secret file, without surrounding white space.
-func readSecret(name string) (string, error) {
-	data, err := files.ReadMax(name, 4<<10)
+// maxSecret bounds a credentials file modgate reads.
+const maxSecret = 4 << 10
+
+// readSecret reads a secret file of at most max bytes, without
+// surrounding white space; an empty one is an error.
+func readSecret(name string, max int64) (string, error) {
+	data, err := files.ReadMax(name, max)
 	if err != nil {
 		return "", err
 	}
@@ -241,13 +244,13 @@ func (g gateLeases) Lead(ctx context.Context, key string) (gate.Lease, error) {
 // purgeShared deletes the entries of a module (at a version, or all) from
 // the shared store, if there is one, and returns how many. Their blobs are
 // left to `modgate store gc`.
-func (g *standalone) purgeShared(ctx context.Context, escPath, escVersion string) (int, error) {
+func (g *standalone) purgeShared(ctx context.Context, t purgeTarget) (int, error) {
 	if g.store == nil {
 		return 0, nil
 	}
-	match := cache.ModuleKeys(escPath, escVersion)
+	match := t.keys()
 	var names []string
-	err := g.store.List(ctx, cache.SharedEntriesPrefix+escPath+"/@", func(o s3store.Object) error {
+	err := g.store.List(ctx, cache.SharedEntriesPrefix+t.escPath+"/@", func(o s3store.Object) error {
 		if match("/" + strings.TrimPrefix(o.Name, cache.SharedEntriesPrefix)) {
 			names = append(names, o.Name)
 		}
@@ -276,12 +279,7 @@ func (g *standalone) purgeForPeer(path, version, origin string) {
 		g.log.Warn("ignoring another replica's purge of an invalid target", "target", target, "origin", origin, "err", err)
 		return
 	}
-	escPath, _ := module.EscapePath(t.path)
-	escVersion := ""
-	if t.version != "" {
-		escVersion, _ = module.EscapeVersion(t.version)
-	}
-	n := g.cache.Purge(cache.ModuleKeys(escPath, escVersion))
+	n := g.cache.Purge(t.keys())
 	g.log.Info("cache purged at another replica's request", "module", t.path, "version", t.version, "entries", n, "origin", origin)
 	ev := &audit.Event{
 		Timestamp: time.Now().UTC(),
