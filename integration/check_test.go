@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modgate/modgate/integration/testproxy"
 )
@@ -171,6 +172,19 @@ policy:
 		out, stderr, code := runCheck(t, penv, pdir)
 		if code != 0 || strings.Contains(out, "unverifiable") {
 			t.Fatalf("modgate check of a private dependency = %d, want 0 and every line checked against the ledger:\n%s%s", code, out, stderr)
+		}
+		// Every lookup is audited, as every request is; a public module's
+		// is refused.
+		waitFor(t, 5*time.Second, func() bool {
+			for _, ev := range g.events(t) {
+				if strings.HasPrefix(ev.URL.Path, "/ledger/lookup?") && ev.Modgate.Module == "corp.example/private" && ev.HTTP.Response.StatusCode == 200 {
+					return true
+				}
+			}
+			return false
+		}, "an audit event for the ledger lookups")
+		if code, body := get(t, g.URL+"/ledger/lookup?module=example.com/a&version=v1.0.0"); code != 403 {
+			t.Errorf("ledger lookup of a public module = %d %q, want 403", code, body)
 		}
 		sum, _ := os.ReadFile(filepath.Join(pdir, "go.sum"))
 		i := bytes.Index(sum, []byte("corp.example/private v1.0.0 h1:")) + len("corp.example/private v1.0.0 h1:")

@@ -86,9 +86,13 @@ func ledgerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // ledgerLookup is GET /ledger/lookup?module=M&version=V on the GOPROXY
 // listener: the private ledger's records of a private module version, in
 // go.sum's form, for modgate check. It authenticates like every request
-// (tokens, when auth is on) and answers only for private modules: 404 if
-// the ledger has no record.
+// (tokens, when auth is on), refuses (403) a module that is not private,
+// and answers 404 if the ledger has no record. Served through audited.
 func (g *standalone) ledgerLookup(w http.ResponseWriter, r *http.Request) {
+	aw, _ := w.(*auditWriter)
+	if aw == nil {
+		aw = new(auditWriter) // not audited: nowhere to note
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -99,19 +103,23 @@ func (g *standalone) ledgerLookup(w http.ResponseWriter, r *http.Request) {
 		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 			peer.Addr = ap
 		}
-		if _, err := g.auth.Authenticate(r.Context(), r.Header, peer); err != nil {
+		id, err := g.auth.Authenticate(r.Context(), r.Header, peer)
+		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="modgate"`)
 			http.Error(w, "ledger lookup: "+err.Error(), http.StatusUnauthorized)
 			return
 		}
+		aw.user = id.Name
 	}
 	path, version := r.URL.Query().Get("module"), r.URL.Query().Get("version")
 	if err := module.Check(path, version); err != nil || module.CanonicalVersion(version) != version {
 		http.Error(w, "ledger lookup: want module=PATH&version=CANONICAL-VERSION", http.StatusBadRequest)
 		return
 	}
+	aw.module, aw.version = path, version
 	if !module.MatchPrefixPatterns(strings.Join(g.cfg.privatePatterns(g.env), ","), path) {
-		http.Error(w, "ledger lookup: "+path+" is not a private module: ask the checksum database", http.StatusNotFound)
+		// A refusal, as every denial is.
+		http.Error(w, "ledger lookup: "+path+" is not a private module: ask the checksum database", http.StatusForbidden)
 		return
 	}
 	var b strings.Builder

@@ -825,14 +825,15 @@ func (g *standalone) run(ctx context.Context) error {
 	// element), so they cannot shadow a module.
 	var mirror http.Handler
 	if g.vulnStore != nil && g.cfg.VulnDB.Mirror {
-		mirror = g.vulnStore.Handler()
+		mirror = g.audited(g.vulnStore.Handler())
 	}
+	ledgerLookup := g.audited(http.HandlerFunc(g.ledgerLookup))
 	front := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case mirror != nil && strings.HasPrefix(r.URL.Path, "/vulndb/"):
 			mirror.ServeHTTP(w, r)
 		case r.URL.Path == "/ledger/lookup":
-			g.ledgerLookup(w, r)
+			ledgerLookup.ServeHTTP(w, r)
 		default:
 			g.handler.ServeHTTP(w, r)
 		}
