@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Shared is a tier that several replicas share: an object store with
@@ -50,12 +51,14 @@ type Shared interface {
 // tree heads) are overwritten, each with a fresh answer, and judged by
 // their TTL like every entry.
 const (
-	sharedBlobs   = "blobs/"
-	sharedEntries = "entries"
+	// SharedBlobsPrefix and SharedEntriesPrefix begin the names of blobs
+	// and entries, for tools that walk the store (modgate store gc).
+	SharedBlobsPrefix   = "blobs/"
+	SharedEntriesPrefix = "entries/"
 	// sharedInlineMax is the largest body inlined in its entry object.
 	sharedInlineMax = 256 << 10
-	// sharedEntryMax bounds an entry object: a header and an inline body.
-	sharedEntryMax = sharedInlineMax + 16<<10
+	// SharedEntryMax bounds an entry object: a header and an inline body.
+	SharedEntryMax = sharedInlineMax + 16<<10
 )
 
 // ErrUnavailable is wrapped by the errors of a Cache whose shared tier
@@ -65,9 +68,10 @@ var ErrUnavailable = errors.New("shared cache tier unavailable")
 // Shared is the tier an entry was read through from.
 const SharedTier Tier = "shared"
 
-func sharedEntryName(key string) string { return sharedEntries + key }
+// sharedEntryName is key's entry: keys begin with "/".
+func sharedEntryName(key string) string { return SharedEntriesPrefix + strings.TrimPrefix(key, "/") }
 
-func sharedBlobName(sum [32]byte) string { return sharedBlobs + fmt.Sprintf("%x", sum) }
+func sharedBlobName(sum [32]byte) string { return SharedBlobsPrefix + fmt.Sprintf("%x", sum) }
 
 func unavailable(op, key string, err error) error {
 	return fmt.Errorf("%w: %s %s: %v", ErrUnavailable, op, key, err)
@@ -108,7 +112,7 @@ func (c *Cache) putShared(ctx context.Context, m Meta, body []byte, f *os.File) 
 // getShared reads key through from the shared tier into the local tiers.
 // Concurrent reads of one key share one download.
 func (c *Cache) getShared(ctx context.Context, key string) (*Entry, error) {
-	data, err := c.shared.Get(ctx, sharedEntryName(key), sharedEntryMax)
+	data, err := c.shared.Get(ctx, sharedEntryName(key), SharedEntryMax)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNotCached
 	}
@@ -225,16 +229,6 @@ func (l *localWriter) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
-
-// Names of the shared tier's layout, for tools that walk it (modgate
-// store gc).
-const (
-	SharedBlobsPrefix   = sharedBlobs
-	SharedEntriesPrefix = sharedEntries + "/"
-)
-
-// SharedEntryMax bounds an entry object of the shared tier.
-const SharedEntryMax = sharedEntryMax
 
 // SharedEntryInfo describes an entry object of the shared tier: the
 // blob it names ("" if its body is inline) and its metadata.

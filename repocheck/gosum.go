@@ -149,11 +149,11 @@ func CheckSums(ctx context.Context, dir string, cfg SumsConfig) ([]Finding, int,
 	byVersion := map[mv][]sumLine{}
 	var order []mv
 	var findings []Finding
-	versions := map[mv]bool{}
+	versions := map[string]bool{} // path@version, for the count
 	for _, l := range all {
 		private := cfg.Private != nil && cfg.Private(l.path)
 		k := mv{l.path, l.version, private}
-		versions[mv{l.path, strings.TrimSuffix(l.version, "/go.mod"), false}] = true
+		versions[l.path+"@"+strings.TrimSuffix(l.version, "/go.mod")] = true
 		if private && cfg.Ledger == nil {
 			findings = append(findings, Finding{Kind: KindUnverifiable, Module: l.path, Version: l.version, File: l.file, Line: l.line,
 				Message: fmt.Sprintf("%s %s is private: no public checksum database may be asked about it, and no gateway's ledger was given", l.path, l.version)})
