@@ -224,8 +224,10 @@ func runCheck(ctx context.Context, dir string, o checkOptions) (*checkReport, er
 	if db != nil {
 		cfg.DB = db
 	}
+	var gc *gatewayClient
 	if gw != "" {
-		cfg.Ledger = &httpLedger{gate: &httpGate{client: client, gateway: gw, header: header}}
+		gc = &gatewayClient{client: client, gateway: gw, header: header}
+		cfg.Ledger = httpLedger{gc}
 	}
 	sums, n, err := repocheck.CheckSums(ctx, dir, cfg)
 	if err != nil {
@@ -243,7 +245,7 @@ func runCheck(ctx context.Context, dir string, o checkOptions) (*checkReport, er
 		fmt.Fprintf(o.progress, "modgate check: comparing vendor/ with %d module zips\n", len(vendored))
 	}
 	if len(vendored) > 0 {
-		zips := &checkZips{client: client, gateway: gw, header: header, db: db, private: private}
+		zips := &checkZips{gw: gc, db: db, private: private}
 		if env.GOMODCACHE != "" {
 			zips.modcache = filepath.Join(env.GOMODCACHE, "cache", "download")
 		}
@@ -254,8 +256,8 @@ func runCheck(ctx context.Context, dir string, o checkOptions) (*checkReport, er
 		}
 		r.Findings = append(r.Findings, vf...)
 	}
-	if gw != "" {
-		refused, err := repocheck.CheckGate(ctx, dir, &httpGate{client: client, gateway: gw, header: header}, 8)
+	if gc != nil {
+		refused, err := repocheck.CheckGate(ctx, dir, httpGate{gc}, 8)
 		if err != nil {
 			return nil, err
 		}
@@ -269,11 +271,11 @@ func runCheck(ctx context.Context, dir string, o checkOptions) (*checkReport, er
 
 // httpLedger reads a modgate gateway's private ledger (GET
 // /ledger/lookup), for private modules' go.sum lines.
-type httpLedger struct{ gate *httpGate }
+type httpLedger struct{ *gatewayClient }
 
-func (l *httpLedger) Lookup(ctx context.Context, path, version string) ([]string, error) {
-	u := l.gate.gateway + "/ledger/lookup?module=" + url.QueryEscape(path) + "&version=" + url.QueryEscape(version)
-	status, body, err := l.gate.ask(ctx, "GET", u)
+func (l httpLedger) Lookup(ctx context.Context, path, version string) ([]string, error) {
+	u := l.gateway + "/ledger/lookup?module=" + url.QueryEscape(path) + "&version=" + url.QueryEscape(version)
+	status, body, err := l.ask(ctx, "GET", u)
 	switch {
 	case err != nil:
 		return nil, err
@@ -288,13 +290,50 @@ func (l *httpLedger) Lookup(ctx context.Context, path, version string) ([]string
 // httpGate asks a gateway whether it would serve a version's zip: a HEAD
 // with the caller's credentials, and, for a refusal, a GET for its words
 // (a HEAD answer has no body).
-type httpGate struct {
+type httpGate struct{ *gatewayClient }
+
+// gatewayClient sends modgate check's requests to the gateway, with the
+// caller's credentials.
+type gatewayClient struct {
 	client  *http.Client
-	gateway string
+	gateway string // base URL
 	header  http.Header
 }
 
-func (g *httpGate) Admits(ctx context.Context, path, version string) (bool, string, error) {
+// do sends one request for u; a 401 is an error saying where credentials
+// come from. The caller closes the body.
+func (g *gatewayClient) do(ctx context.Context, method, u string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range g.header {
+		req.Header[k] = v
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s %s: 401: the gateway wants credentials (--token-file, MODGATE_TOKEN)", method, u)
+	}
+	return resp, nil
+}
+
+// ask sends one request and returns its status and the start of its
+// body.
+func (g *gatewayClient) ask(ctx context.Context, method, u string) (int, string, error) {
+	resp, err := g.do(ctx, method, u)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, string(body), nil
+}
+
+func (g httpGate) Admits(ctx context.Context, path, version string) (bool, string, error) {
 	ep, err := module.EscapePath(path)
 	if err != nil {
 		return false, "", err
@@ -329,28 +368,6 @@ func (g *httpGate) Admits(ctx context.Context, path, version string) (bool, stri
 		reason = fmt.Sprintf("%d %s", status, http.StatusText(status))
 	}
 	return false, reason, nil
-}
-
-// ask sends one request and returns its status and the start of its
-// body.
-func (g *httpGate) ask(ctx context.Context, method, u string) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	for k, v := range g.header {
-		req.Header[k] = v
-	}
-	resp, err := g.client.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusUnauthorized {
-		return 0, "", fmt.Errorf("%s %s: 401: the gateway wants credentials (--token-file, MODGATE_TOKEN)", method, u)
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, string(body), nil
 }
 
 // firstProxyURL returns GOPROXY's first entry if it is an http(s) URL;
@@ -395,9 +412,7 @@ func progress(w io.Writer, what string) func(done, total int) {
 // which verified them (against the database, or its ledger for private
 // modules).
 type checkZips struct {
-	client   *http.Client
-	gateway  string
-	header   http.Header
+	gw       *gatewayClient // nil: no gateway
 	db       *repocheck.Database
 	private  func(string) bool
 	modcache string
@@ -424,10 +439,10 @@ func (z *checkZips) Zip(ctx context.Context, path, version string) (string, erro
 			return file, nil
 		}
 	}
-	if z.gateway == "" {
+	if z.gw == nil {
 		return "", fmt.Errorf("%s@%s: not in the module cache, and no gateway: %w", path, version, fs.ErrNotExist)
 	}
-	file, err := z.download(ctx, z.gateway+"/"+ep+"/@v/"+ev+".zip")
+	file, err := z.download(ctx, z.gw.gateway+"/"+ep+"/@v/"+ev+".zip")
 	if err != nil {
 		return "", err
 	}
@@ -458,14 +473,7 @@ func (z *checkZips) verify(path, version, file string) error {
 }
 
 func (z *checkZips) download(ctx context.Context, u string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
-	if err != nil {
-		return "", err
-	}
-	for k, v := range z.header {
-		req.Header[k] = v
-	}
-	resp, err := z.client.Do(req)
+	resp, err := z.gw.do(ctx, "GET", u)
 	if err != nil {
 		return "", err
 	}
