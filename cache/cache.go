@@ -140,9 +140,17 @@ func Open(cfg Config) (*Cache, error) {
 	}, nil
 }
 
-// Close releases the disk tier's lock. The Cache must not be used after.
+// Close waits until every entry stored is persisted, then releases the
+// disk tier's lock. The Cache must not be used after.
 func (c *Cache) Close() error {
 	return c.disk.close()
+}
+
+// Sync waits until every entry stored before it is persisted: it would
+// survive a crash. An entry is served as soon as Commit returns; it is
+// persisted moments later, off the client's path.
+func (c *Cache) Sync() {
+	c.disk.sync()
 }
 
 // clockTimer makes freecache expire entries by the Cache's clock.
@@ -376,7 +384,8 @@ func (w *Writer) Size() int64 { return w.meta.Size }
 // non-immutable small body goes to the hot tier only (to the disk tier if,
 // with its key and header, it is too large for the hot tier); an immutable
 // one to both tiers; a large one to the disk tier. Only the shared tier
-// blocks on ctx.
+// blocks on ctx. What goes to the disk tier is served at once and made
+// durable moments later, off the caller's path (see disk and Sync).
 func (w *Writer) Commit(ctx context.Context) (*Entry, error) {
 	if w.err != nil {
 		w.Abort()
@@ -409,12 +418,10 @@ func (w *Writer) Commit(ctx context.Context) (*Entry, error) {
 		return &Entry{Meta: m, Fresh: true, FreshUntil: until, Tier: Hot, body: body}, nil
 	}
 
+	// Not synced here: the disk tier syncs it off the client's path,
+	// before the entry that makes it survive a restart (disk.persist).
 	tmp := w.tmp.Name()
-	err := w.tmp.Sync()
-	if cerr := w.tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := w.tmp.Close(); err != nil {
 		os.Remove(tmp)
 		return nil, fmt.Errorf("cache: %w", err)
 	}
@@ -463,7 +470,7 @@ func (c *Cache) storeLocal(m Meta, body []byte) {
 
 // storeBytes writes body to the disk tier as m's blob.
 func (c *Cache) storeBytes(m Meta, body []byte) error {
-	tmp, err := writeTemp(filepath.Join(c.disk.dir, "tmp"), "blob-", body)
+	tmp, err := writeTempFile(filepath.Join(c.disk.dir, "tmp"), "blob-", body, false)
 	if err != nil {
 		return err
 	}

@@ -25,16 +25,31 @@ import (
 //	entries/HH/KEYSHA256  one JSON file per key, naming its blob
 //	tmp/                  files being written; emptied at start
 //
-// A body is written to tmp, synced, and renamed into blobs; then the
-// entry is written to tmp, synced, and renamed into entries; each rename
-// is followed by a sync of the directory. So a crash leaves at worst an
-// unreferenced blob (removed at start), never an entry whose blob is
-// missing or partial.
+// A body is written to tmp and renamed into blobs (unless a blob of the
+// same content is there already), and the key is indexed in memory: from
+// then on it is served, from the page cache. Its entry file, which makes
+// it survive a restart, comes after, off the client's path (persist): the
+// blob is synced, then its directory, then the entry is written to tmp,
+// synced, renamed into entries, and that directory synced. So a crash
+// leaves at worst an unreferenced blob (removed at start), never an entry
+// whose blob is missing or partial; what it loses is at most the entries
+// stored in the last moments, which are fetched again.
 type disk struct {
 	dir   string
 	limit int64
 	log   *slog.Logger
 	lock  *os.File
+
+	// queue holds the stores whose entry files are still to be written,
+	// in order, for the persister goroutine; persisted is closed when it
+	// has drained queue after close. closed (under qmu) refuses further
+	// sends: a store after close persists in its own goroutine.
+	qmu       sync.RWMutex
+	closed    bool
+	queue     chan pending
+	persisted chan struct{}
+	// testHookPersist, if set, runs before each queued store is persisted.
+	testHookPersist func()
 
 	// writeMu serializes everything that adds or removes files, so a blob
 	// being stored cannot be deleted by a concurrent eviction of another
@@ -125,13 +140,24 @@ func openDisk(dir string, limit int64, log *slog.Logger) (*disk, error) {
 		blobs:   make(map[[32]byte]int),
 	}
 	if err := d.rebuild(); err != nil {
-		d.close()
+		d.lock.Close()
 		return nil, err
 	}
+	d.queue = make(chan pending, maxPending)
+	d.persisted = make(chan struct{})
+	go d.persister()
 	return d, nil
 }
 
+// close writes the entry files still pending, then releases the lock.
 func (d *disk) close() error {
+	d.qmu.Lock()
+	if !d.closed {
+		d.closed = true
+		close(d.queue)
+	}
+	d.qmu.Unlock()
+	<-d.persisted
 	return d.lock.Close() // releases the flock
 }
 
@@ -309,7 +335,8 @@ func (d *disk) evictLocked(keep *diskEntry) []victim {
 func (d *disk) remove(vs []victim) {
 	for _, v := range vs {
 		if v.key == "" {
-			// A replaced entry's blob: its entry file is already the new one.
+			// A replaced entry's blob: its key's entry file is, or will
+			// be, the new entry's (persist).
 		} else if err := removeFile(d.entryPath(v.key)); err != nil {
 			d.log.Error("cache: removing entry", "key", v.key, "err", err)
 		}
@@ -333,11 +360,12 @@ func (d *disk) lookup(key string) (Meta, bool) {
 	return e.meta, true
 }
 
-// store makes the blob at tmpPath (already synced and closed) the body of
-// m, writes m's entry, and indexes it. It takes ownership of tmpPath.
+// store makes the blob at tmpPath (written and closed, not necessarily
+// synced) the body of m and indexes it, so that it is served from now on.
+// It takes ownership of tmpPath. The entry file that makes it survive a
+// restart is written later, in order, by the persister goroutine (or by
+// this call if the persister is that far behind): see persist.
 func (d *disk) store(m Meta, tmpPath string) error {
-	d.writeMu.Lock()
-	defer d.writeMu.Unlock()
 	data, err := marshalEntry(m)
 	if err != nil {
 		os.Remove(tmpPath)
@@ -348,7 +376,48 @@ func (d *disk) store(m Meta, tmpPath string) error {
 		os.Remove(tmpPath)
 		return fmt.Errorf("cache: %s has %d bytes, more than the disk tier's %d", m.Key, m.Size, d.limit)
 	}
-	blob := d.blobPath(m.SHA256)
+	d.writeMu.Lock()
+	if err := d.placeBlob(m.SHA256, tmpPath); err != nil {
+		d.writeMu.Unlock()
+		return err
+	}
+	d.mu.Lock()
+	e, victims := d.insert(m, int64(len(data)))
+	victims = append(victims, d.evictLocked(e)...)
+	d.mu.Unlock()
+	d.remove(victims)
+	d.writeMu.Unlock()
+
+	p := pending{meta: m, entry: data}
+	d.qmu.RLock()
+	queued := false
+	if !d.closed {
+		select {
+		case d.queue <- p:
+			queued = true
+		default: // the persister is maxPending behind: this store waits for its own
+		}
+	}
+	d.qmu.RUnlock()
+	if !queued {
+		d.persist(p)
+	}
+	return nil
+}
+
+// placeBlob renames tmpPath to the blob of sum, or removes it if that blob
+// is there already: same name, same content, and an existing blob may be
+// the synced body of an entry on disk, which a rename would replace with
+// an unsynced copy. d.writeMu must be held.
+func (d *disk) placeBlob(sum [32]byte, tmpPath string) error {
+	d.mu.Lock()
+	have := d.blobs[sum] > 0
+	d.mu.Unlock()
+	if have {
+		os.Remove(tmpPath)
+		return nil
+	}
+	blob := d.blobPath(sum)
 	if err := os.MkdirAll(filepath.Dir(blob), 0o750); err != nil {
 		os.Remove(tmpPath)
 		return fmt.Errorf("cache: %w", err)
@@ -357,20 +426,96 @@ func (d *disk) store(m Meta, tmpPath string) error {
 		os.Remove(tmpPath)
 		return fmt.Errorf("cache: %w", err)
 	}
-	if err := syncDir(filepath.Dir(blob)); err != nil {
-		return err
+	return nil
+}
+
+// maxPending bounds the stores whose entry files are yet to be written.
+const maxPending = 1024
+
+// A pending store: the meta indexed, and its entry file's content.
+type pending struct {
+	meta  Meta
+	entry []byte
+	done  chan struct{} // a barrier (sync): closed when reached, nothing else
+}
+
+// persister persists the queued stores in order until queue is closed
+// and drained.
+func (d *disk) persister() {
+	defer close(d.persisted)
+	for p := range d.queue {
+		if p.done != nil {
+			close(p.done)
+			continue
+		}
+		if d.testHookPersist != nil {
+			d.testHookPersist()
+		}
+		d.persist(p)
+	}
+}
+
+// sync waits until every store made before it has its entry file written
+// (or has been dropped).
+func (d *disk) sync() {
+	done := make(chan struct{})
+	d.qmu.RLock()
+	if d.closed {
+		d.qmu.RUnlock()
+		return // close drained the queue
+	}
+	d.queue <- pending{done: done}
+	d.qmu.RUnlock()
+	<-done
+}
+
+// persist makes the store p survive a restart, if its key is still
+// indexed as p stored it: it syncs the blob and its directory, then
+// writes the entry file atomically. If the blob cannot be synced, the
+// entry is dropped: its bytes may not be what a reader would get back.
+func (d *disk) persist(p pending) {
+	m := p.meta
+	blob := d.blobPath(m.SHA256)
+	err := syncFile(blob)
+	if err == nil {
+		err = syncDir(filepath.Dir(blob))
+	}
+	var tmp string
+	if err == nil {
+		tmp, err = writeTemp(filepath.Join(d.dir, "tmp"), "entry-", p.entry)
 	}
 	entry := d.entryPath(m.Key)
-	if err := writeFileAtomic(filepath.Join(d.dir, "tmp"), entry, data); err != nil {
-		return err
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(entry), 0o750)
 	}
 
+	d.writeMu.Lock()
 	d.mu.Lock()
-	e, victims := d.insert(m, int64(len(data)))
-	victims = append(victims, d.evictLocked(e)...)
+	cur := d.entries[m.Key]
+	current := cur != nil && cur.meta.SHA256 == m.SHA256 && cur.meta.Stored.Equal(m.Stored)
 	d.mu.Unlock()
-	d.remove(victims)
-	return nil
+	switch {
+	case !current:
+		// Replaced, evicted or purged meanwhile: nothing to persist (and
+		// its blob may be gone, which is why an error does not matter).
+		err = nil
+	case err == nil:
+		err = os.Rename(tmp, entry)
+		if err == nil {
+			tmp = ""
+		}
+	}
+	d.writeMu.Unlock()
+	if tmp != "" {
+		os.Remove(tmp)
+	}
+	if current && err == nil {
+		err = syncDir(filepath.Dir(entry))
+	}
+	if err != nil {
+		d.log.Error("cache: entry not persisted; dropping it", "key", m.Key, "err", err)
+		d.deleteKey(m.Key, m.SHA256, m.Stored)
+	}
 }
 
 // delete drops the entries whose keys satisfy match; it returns how many.
@@ -425,12 +570,17 @@ func (d *disk) stats() DiskStats {
 // writeTemp writes data to a new file in tmpDir, syncs and closes it, and
 // returns its name. On error no file is left.
 func writeTemp(tmpDir, prefix string, data []byte) (string, error) {
+	return writeTempFile(tmpDir, prefix, data, true)
+}
+
+// writeTempFile is writeTemp, syncing the file only if sync is true.
+func writeTempFile(tmpDir, prefix string, data []byte, sync bool) (string, error) {
 	f, err := os.CreateTemp(tmpDir, prefix)
 	if err != nil {
 		return "", fmt.Errorf("cache: %w", err)
 	}
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -443,21 +593,17 @@ func writeTemp(tmpDir, prefix string, data []byte) (string, error) {
 	return f.Name(), nil
 }
 
-// writeFileAtomic writes data to name through a synced temporary file in
-// tmpDir and a rename, then syncs name's directory.
-func writeFileAtomic(tmpDir, name string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(name), 0o750); err != nil {
+// syncFile syncs the file at p to stable storage.
+func syncFile(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
-	tmp, err := writeTemp(tmpDir, "entry-", data)
-	if err != nil {
-		return err
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("cache: sync %s: %w", p, err)
 	}
-	if err := os.Rename(tmp, name); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("cache: writing %s: %w", name, err)
-	}
-	return syncDir(filepath.Dir(name))
+	return nil
 }
 
 func syncDir(dir string) error {

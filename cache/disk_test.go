@@ -43,6 +43,7 @@ func TestEviction(t *testing.T) {
 	put(t, c, key(7), Release, body(7))
 	checkBound()
 
+	c.Sync() // entry files are written after the store returns
 	evicted := map[int]bool{2: true, 3: true}
 	for i := range 8 {
 		p, b := c.disk.entryPath(key(i)), c.disk.blobPath(sha256.Sum256(body(i)))
@@ -70,6 +71,7 @@ func TestEviction(t *testing.T) {
 	for i := 14; i < 20; i++ {
 		mustGet(t, c, key(i), body(i))
 	}
+	c.Sync()
 	if got := len(dirFiles(t, c.disk.dir, "blobs")); got != c.Stats().Disk.Blobs {
 		t.Errorf("%d blob files, stats say %d", got, c.Stats().Disk.Blobs)
 	}
@@ -355,6 +357,7 @@ func runHelper(mode, dir string) error {
 		if _, err := w.Write(body[:len(body)/2]); err != nil {
 			return err
 		}
+		c.Sync() // "/committed" is persisted
 		fmt.Println("ready")
 		time.Sleep(30 * time.Second)
 	case "loop":
@@ -363,6 +366,7 @@ func runHelper(mode, dir string) error {
 				return err
 			}
 			if i == 9 {
+				c.Sync() // the first 10 are persisted; the others may not be
 				fmt.Println("ready")
 			}
 		}
@@ -537,11 +541,61 @@ func TestConcurrentUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	c.Sync()
 	s := c.Stats().Disk
 	if got := len(dirFiles(t, c.disk.dir, "blobs")); got != s.Blobs {
 		t.Errorf("%d blob files, stats say %d", got, s.Blobs)
 	}
 	if got := len(dirFiles(t, c.disk.dir, "entries")); got != s.Entries {
 		t.Errorf("%d entry files, stats say %d", got, s.Entries)
+	}
+}
+
+// TestPersistAfterStore checks what the persister writes after stores
+// that are served at once: a key replaced before its entry file was
+// written comes back after a restart with its newest body, a key purged
+// or evicted before then does not come back, and Close persists the
+// rest. Each runs with the entry files still pending: the test holds the
+// persister up.
+func TestPersistAfterStore(t *testing.T) {
+	dir := t.TempDir()
+	c := openCache(t, Config{Dir: dir})
+	const (
+		replaced = "/example.com/r/@v/list"
+		purged   = "/example.com/p/@v/v1.0.0.zip"
+		kept     = "/example.com/k/@v/v1.0.0.zip"
+	)
+	old, newer := testBody("old", 5*hotLimit), testBody("new", 5*hotLimit)
+	body := func(k string) []byte { return testBody(k, 3*hotLimit) }
+
+	// The persister waits until every store below is made and served.
+	hold := make(chan struct{})
+	c.disk.testHookPersist = func() { <-hold }
+	put(t, c, replaced, Query, old)
+	put(t, c, replaced, Query, newer)
+	put(t, c, purged, Release, body(purged))
+	put(t, c, kept, Release, body(kept))
+	if n := c.Purge(func(k string) bool { return k == purged }); n != 1 {
+		t.Fatalf("Purge = %d, want 1", n)
+	}
+	mustGet(t, c, replaced, newer)
+	mustGet(t, c, kept, body(kept))
+	if files := dirFiles(t, dir, "entries"); len(files) != 0 {
+		t.Errorf("entries holds %v before the persister ran, want nothing (the test does not test pending stores)", files)
+	}
+	close(hold)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	c = openCache(t, Config{Dir: dir})
+	mustGet(t, c, replaced, newer)
+	mustGet(t, c, kept, body(kept))
+	wantAbsent(t, c, purged)
+	if files := dirFiles(t, dir, "entries"); len(files) != 2 {
+		t.Errorf("entries holds %v, want the 2 kept", files)
+	}
+	if files := dirFiles(t, dir, "blobs"); len(files) != 2 {
+		t.Errorf("blobs holds %v, want the 2 kept", files)
 	}
 }

@@ -188,10 +188,6 @@ func (c *Cache) download(ctx context.Context, m Meta) error {
 	h := sha256.New()
 	w := &localWriter{w: io.MultiWriter(tmp, h)}
 	err = c.shared.Download(ctx, sharedBlobName(m.SHA256), m.Size, w)
-	if err == nil {
-		err = tmp.Sync()
-		w.err = err
-	}
 	if cerr := tmp.Close(); err == nil {
 		err, w.err = cerr, cerr
 	}

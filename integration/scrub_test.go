@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCacheVerify flips a byte of a cached zip on disk: modgate cache
@@ -28,12 +29,15 @@ func TestCacheVerify(t *testing.T) {
 	}
 	get(t, g.URL+"/example.com/a/@v/v1.0.0.mod")
 
-	// Bit rot in the zip's blob, named by its entry.
+	// Bit rot in the zip's blob, named by its entry, which is written
+	// moments after the zip is served.
+	var data []byte
+	waitFor(t, 5*time.Second, func() bool {
+		var err error
+		data, err = os.ReadFile(entryFile(cacheDir, zip))
+		return err == nil
+	}, "the zip's entry file")
 	var entry struct{ SHA256 string }
-	data, err := os.ReadFile(entryFile(cacheDir, zip))
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := json.Unmarshal(data, &entry); err != nil {
 		t.Fatal(err)
 	}
