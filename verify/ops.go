@@ -25,7 +25,16 @@ import (
 //	cache/NAME/tile/…        tiles fetched
 //
 // Every file is written through a synced temporary file and a rename; all
-// access goes through an os.Root, so no name can reach outside it.
+// access goes through an os.Root, so no name can reach outside it. The
+// files are written by a goroutine of their own, off the path of the
+// request being verified: records and tiles in order, after WriteCache
+// returns (the Client keeps what it verified in memory too, and a cache
+// file lost to a crash costs a later fetch); the latest tree head, which
+// ops holds in memory, as soon as it changes, the newest one only. A crash
+// may so leave an older tree head on disk than the last one verified:
+// the next start proves the newer trees consistent with that one, as it
+// would any newer tree, so what a rollback of the log could hide is at
+// most the trees of the crash's last moments.
 type ops struct {
 	ctx        context.Context // bounds every fetch; see New
 	key        string
@@ -36,8 +45,29 @@ type ops struct {
 	onTree     func(signedNote []byte)
 	root       *os.Root
 
-	mu sync.Mutex // serializes WriteConfig's compare-and-swap
+	mu     sync.Mutex        // guards config and dirty
+	config map[string][]byte // config files, as last written or read
+	dirty  map[string][]byte // config files to write (their latest content)
+	// configChanged tells writeFiles that dirty has files (1 buffered).
+	configChanged chan struct{}
+
+	// cacheWrites queues WriteCache's files for writeCached; written is
+	// closed when it has drained the queue after close. closed (under
+	// qmu) refuses further sends: then WriteCache writes itself.
+	qmu         sync.RWMutex
+	closed      bool
+	cacheWrites chan cacheFile
+	written     chan struct{}
 }
+
+// cacheFile is a record or tile to write under cache/.
+type cacheFile struct {
+	name string
+	data []byte
+}
+
+// maxCacheWrites bounds the records and tiles waiting to be written.
+const maxCacheWrites = 256
 
 func newOps(ctx context.Context, cfg Config, key string, onSecurity func(string)) (*ops, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
@@ -47,19 +77,68 @@ func newOps(ctx context.Context, cfg Config, key string, onSecurity func(string)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
-	return &ops{
-		ctx:        ctx,
-		key:        key,
-		fetch:      cfg.Fetch,
-		timeout:    cfg.FetchTimeout,
-		log:        cfg.Logger,
-		onSecurity: onSecurity,
-		onTree:     cfg.OnTree,
-		root:       root,
-	}, nil
+	o := &ops{
+		ctx:           ctx,
+		key:           key,
+		fetch:         cfg.Fetch,
+		timeout:       cfg.FetchTimeout,
+		log:           cfg.Logger,
+		onSecurity:    onSecurity,
+		onTree:        cfg.OnTree,
+		root:          root,
+		config:        map[string][]byte{},
+		dirty:         map[string][]byte{},
+		configChanged: make(chan struct{}, 1),
+		cacheWrites:   make(chan cacheFile, maxCacheWrites),
+		written:       make(chan struct{}),
+	}
+	go o.writeFiles()
+	return o, nil
 }
 
-func (o *ops) close() error { return o.root.Close() }
+// close writes the files still to be written, then closes the root.
+func (o *ops) close() error {
+	o.qmu.Lock()
+	if !o.closed {
+		o.closed = true
+		close(o.cacheWrites)
+	}
+	o.qmu.Unlock()
+	<-o.written
+	return o.root.Close()
+}
+
+// writeFiles writes the queued records and tiles and the changed config
+// files until the queue is closed and drained, then the config files
+// changed last.
+func (o *ops) writeFiles() {
+	defer close(o.written)
+	for {
+		select {
+		case f, ok := <-o.cacheWrites:
+			if !ok {
+				o.writeConfig()
+				return
+			}
+			o.writeCache(f)
+		case <-o.configChanged:
+			o.writeConfig()
+		}
+	}
+}
+
+// writeConfig writes the config files changed since it last ran.
+func (o *ops) writeConfig() {
+	o.mu.Lock()
+	dirty := o.dirty
+	o.dirty = map[string][]byte{}
+	o.mu.Unlock()
+	for file, data := range dirty {
+		if err := o.writeFile(path.Join("config", file), data); err != nil {
+			o.log.Error("verify: saving the checksum database's latest tree", "file", file, "err", err)
+		}
+	}
+}
 
 // ReadRemote fetches a path of the database through the upstreams.
 func (o *ops) ReadRemote(p string) ([]byte, error) {
@@ -68,17 +147,32 @@ func (o *ops) ReadRemote(p string) ([]byte, error) {
 	return o.fetch(ctx, p)
 }
 
-// ReadConfig returns the key, or the stored latest tree head (empty if
-// there is none yet: the Client then starts from an empty tree).
+// ReadConfig returns the key, or the latest tree head (empty if there is
+// none yet: the Client then starts from an empty tree).
 func (o *ops) ReadConfig(file string) ([]byte, error) {
 	if file == "key" {
 		return []byte(o.key), nil
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.configLocked(file)
+}
+
+// configLocked returns a config file's content, read from disk the first
+// time. o.mu is held.
+func (o *ops) configLocked(file string) ([]byte, error) {
+	if data, ok := o.config[file]; ok {
+		return data, nil
+	}
 	data, err := o.root.ReadFile(path.Join("config", file))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		data, err = nil, nil
 	}
-	return data, err
+	if err != nil {
+		return nil, err
+	}
+	o.config[file] = data
+	return data, nil
 }
 
 // WriteConfig replaces old with new, atomically, or reports a conflict.
@@ -94,17 +188,28 @@ func (o *ops) WriteConfig(file string, old, new []byte) error {
 	return nil
 }
 
+// swapConfig replaces old with new in memory, and has writeFiles write
+// it.
 func (o *ops) swapConfig(file string, old, new []byte) error {
+	if file == "key" {
+		return errors.New("verify: the checksum database's key is not written")
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	cur, err := o.ReadConfig(file)
+	cur, err := o.configLocked(file)
 	if err != nil {
 		return err
 	}
 	if !bytes.Equal(cur, old) {
 		return sumdb.ErrWriteConflict
 	}
-	return o.writeFile(path.Join("config", file), new)
+	new = bytes.Clone(new)
+	o.config[file], o.dirty[file] = new, new
+	select {
+	case o.configChanged <- struct{}{}:
+	default: // writeFiles has been told already
+	}
+	return nil
 }
 
 // ReadCache reads a cached record or tile.
@@ -112,11 +217,30 @@ func (o *ops) ReadCache(file string) ([]byte, error) {
 	return o.root.ReadFile(path.Join("cache", file))
 }
 
-// WriteCache stores a record or tile the Client has verified. Failing to
-// cache costs a later fetch, nothing more, so it is only logged.
+// WriteCache stores a record or tile the Client has verified, soon: it
+// queues the file for writeCached, or writes it now if the queue is full
+// or closed. Failing to cache costs a later fetch, nothing more, so it is
+// only logged.
 func (o *ops) WriteCache(file string, data []byte) {
-	if err := o.writeFile(path.Join("cache", file), data); err != nil {
-		o.log.Warn("verify: caching checksum database data", "file", file, "err", err)
+	f := cacheFile{name: file, data: data}
+	o.qmu.RLock()
+	queued := false
+	if !o.closed {
+		select {
+		case o.cacheWrites <- f:
+			queued = true
+		default:
+		}
+	}
+	o.qmu.RUnlock()
+	if !queued {
+		o.writeCache(f)
+	}
+}
+
+func (o *ops) writeCache(f cacheFile) {
+	if err := o.writeFile(path.Join("cache", f.name), f.data); err != nil {
+		o.log.Warn("verify: caching checksum database data", "file", f.name, "err", err)
 	}
 }
 

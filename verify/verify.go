@@ -3,7 +3,7 @@
 //
 // A public module's go.mod and zip are checked against a checksum database
 // with golang.org/x/mod/sumdb's Client: the go.mod's h1: hash, the zip's
-// dirhash.HashZip, and zip.CheckZip's rules (paths, sizes, the module and
+// dirhash.HashZip (its files inflated in parallel), and zip.CheckZip's rules (paths, sizes, the module and
 // version the files belong to). The Client's state — the latest signed
 // tree head, the tiles and records it has fetched — is kept under a
 // directory, so verification survives restarts, works from the records and
@@ -187,7 +187,7 @@ func (v *Verifier) Zip(ctx context.Context, path, version, file string, private 
 	if err != nil {
 		return "", &InvalidZipError{Module: path, Version: version, Err: err}
 	}
-	h, err := dirhash.HashZip(file, dirhash.Hash1)
+	h, err := hashZip(file)
 	if err != nil {
 		return "", &InvalidZipError{Module: path, Version: version, Err: err}
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/sumdb"
@@ -320,6 +321,48 @@ func TestWriteConfigConflict(t *testing.T) {
 	}
 	if _, err := o.ReadCache("../../etc/passwd"); err == nil {
 		t.Error("ReadCache escaped the state directory")
+	}
+}
+
+// TestConfigWrittenSoon checks that the latest tree head, held in
+// memory, reaches the disk without waiting for close, the newest one
+// last, and that the next ops over the directory starts from it.
+func TestConfigWrittenSoon(t *testing.T) {
+	dir := t.TempDir()
+	o, err := newOps(t.Context(), Config{Dir: dir, Logger: slog.New(slog.DiscardHandler)}, "k", func(string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := []byte(nil)
+	for _, v := range []string{"one", "two", "three"} {
+		if err := o.WriteConfig("db/latest", prev, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		prev = []byte(v)
+	}
+	file := filepath.Join(dir, "config", "db", "latest")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, _ := os.ReadFile(file)
+		if string(data) == "three" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %q 5s after the last WriteConfig, want %q", file, data, "three")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := o.WriteConfig("db/latest", []byte("three"), []byte("four")); err != nil {
+		t.Fatal(err)
+	}
+	o.close()
+	o, err = newOps(t.Context(), Config{Dir: dir, Logger: slog.New(slog.DiscardHandler)}, "k", func(string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.close()
+	if got, err := o.ReadConfig("db/latest"); string(got) != "four" || err != nil {
+		t.Errorf("after a restart, ReadConfig = %q, %v; want %q, written by close", got, err, "four")
 	}
 }
 
