@@ -46,3 +46,36 @@ func TestReadLimit(t *testing.T) {
 		t.Errorf("readLimit of a missing file: ok")
 	}
 }
+
+func TestPaceLimit(t *testing.T) {
+	const mib = 1 << 20
+	for _, tt := range []struct {
+		name       string
+		m          memStats
+		hot, limit int64
+		want       int64
+	}{
+		{"little live besides the arena: the least headroom",
+			memStats{live: 260 * mib, total: 300 * mib, objects: 270 * mib, free: 20 * mib}, 256 * mib, 0,
+			(260*mib+8*mib)*100/97 + 10*mib},
+		{"much live besides the arena: as much again",
+			memStats{live: 356 * mib, total: 400 * mib, objects: 370 * mib}, 256 * mib, 0,
+			(356*mib+100*mib)*100/97 + 30*mib},
+		{"released and free memory are not overheads",
+			memStats{live: 260 * mib, total: 400 * mib, released: 100 * mib, objects: 270 * mib, free: 20 * mib}, 256 * mib, 0,
+			(260*mib+8*mib)*100/97 + 10*mib},
+		{"before the first collection: every object live",
+			memStats{total: 300 * mib, objects: 280 * mib}, 256 * mib, 0,
+			(280*mib+24*mib)*100/97 + 20*mib},
+		{"nothing allocated yet: the arena's size at least",
+			memStats{total: 10 * mib, objects: 2 * mib}, 64 * mib, 0,
+			(64*mib+8*mib)*100/97 + 8*mib},
+		{"never above 90 % of the limit",
+			memStats{live: 266 * mib, total: 300 * mib, objects: 270 * mib}, 256 * mib, 300 * mib,
+			300*mib - 30*mib},
+	} {
+		if got := paceLimit(tt.m, tt.hot, tt.limit); got != tt.want {
+			t.Errorf("%s: paceLimit = %d MiB, want %d MiB", tt.name, got/mib, tt.want/mib)
+		}
+	}
+}

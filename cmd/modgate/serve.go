@@ -274,19 +274,20 @@ func (f *serveFlags) apply(cfg *fileConfig) {
 
 // standalone is a running standalone gateway: its servers and what they share.
 type standalone struct {
-	cfg     *fileConfig
-	cfgPath string // the file to reload on SIGHUP, "" if none
-	env     goEnv
-	client  *upstream.Client
-	health  *health.Registry
-	metrics *metrics.Metrics
-	tracing *sdktrace.TracerProvider // nil when tracing is off
-	xds     *xds.Server
-	log     *slog.Logger
-	handler *gateway.Handler
-	extproc *extproc.Server
-	cache   *cache.Cache
-	ledger  *ledger.Ledger
+	cfg      *fileConfig
+	cfgPath  string // the file to reload on SIGHUP, "" if none
+	memLimit int64  // the memory the process may use, 0 if unknown (sizeMemory)
+	env      goEnv
+	client   *upstream.Client
+	health   *health.Registry
+	metrics  *metrics.Metrics
+	tracing  *sdktrace.TracerProvider // nil when tracing is off
+	xds      *xds.Server
+	log      *slog.Logger
+	handler  *gateway.Handler
+	extproc  *extproc.Server
+	cache    *cache.Cache
+	ledger   *ledger.Ledger
 	// store is the tier replicas share, leases their fill coordination;
 	// nil without store: or coordination:.
 	store    *s3store.Store
@@ -342,7 +343,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		return nil, err
 	}
 	cc.Logger = log
-	cc.HotBytes = sizeMemory(cc.HotBytes, log)
+	cc.HotBytes, g.memLimit = sizeMemory(cc.HotBytes, log)
 	if err := g.openStore(ctx); err != nil {
 		g.close()
 		return nil, err
@@ -549,6 +550,7 @@ func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEn
 			}
 			g.log.Info("checksum database fetched from sumdb_url", "url", db.URL.Redacted())
 		}
+		vc.Fetch = throughCache(g.cache, name, vc.Fetch)
 		vc.OnSecurityError = func(msg string) {
 			ev := &audit.Event{
 				Timestamp: time.Now().UTC(),
@@ -795,6 +797,7 @@ type server interface {
 
 // run serves until ctx is done, then shuts down gracefully.
 func (g *standalone) run(ctx context.Context) error {
+	go paceMemory(ctx, g.cache.Stats().Hot.Limit, g.memLimit, time.Second)
 	var servers []server
 	var listeners []net.Listener
 	closeAll := func() {
