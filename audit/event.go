@@ -48,20 +48,28 @@ func NewRequest(r Request) *Event {
 	if r.Status >= 400 || r.Status == 0 || r.Failed {
 		outcome = OutcomeFailure
 	}
-	e := &Event{
-		Timestamp: r.Start.UTC(),
-		Event: EventFields{
-			Action:   ActionRequest,
-			Outcome:  outcome,
-			Reason:   r.Reason,
-			Duration: r.Duration.Nanoseconds(),
+	// One allocation for the groups every request event has.
+	g := &requestGroups{
+		Event: Event{
+			Timestamp: r.Start.UTC(),
+			Event: EventFields{
+				Action:   ActionRequest,
+				Outcome:  outcome,
+				Reason:   r.Reason,
+				Duration: r.Duration.Nanoseconds(),
+			},
+			Modgate: r.Modgate,
 		},
-		URL: &URL{Path: r.Target},
-		HTTP: &HTTP{
+		url: URL{Path: r.Target},
+		http: HTTP{
 			Request:  HTTPRequest{ID: r.ID, Method: r.Method},
 			Response: HTTPResponse{StatusCode: r.Status, Bytes: r.Bytes},
 		},
-		Modgate: r.Modgate,
+	}
+	e := &g.Event
+	e.URL, e.HTTP = &g.url, &g.http
+	if r.Client.Addr.IsValid() {
+		e.Source = &g.source
 	}
 	if len(r.Vulnerabilities) > 0 {
 		e.Vulnerability = &Vulnerability{ID: r.Vulnerabilities}
@@ -70,11 +78,23 @@ func NewRequest(r Request) *Event {
 	return e
 }
 
+// requestGroups are a request event and the groups it always has,
+// allocated together.
+type requestGroups struct {
+	Event
+	url    URL
+	http   HTTP
+	source Source
+}
+
 // setClient fills in the groups that identify c: source, tls.client, user,
 // and the original destination.
 func (e *Event) setClient(c Client) {
 	if c.Addr.IsValid() {
-		e.Source = &Source{IP: c.Addr.Addr().Unmap().String(), Port: c.Addr.Port()}
+		if e.Source == nil {
+			e.Source = new(Source)
+		}
+		*e.Source = Source{IP: c.Addr.Addr().Unmap().String(), Port: c.Addr.Port()}
 	}
 	if c.Subject != "" || len(c.URISANs) > 0 || c.CertSHA256 != "" {
 		e.TLS = &TLS{Client: TLSClient{Subject: c.Subject}}

@@ -189,9 +189,15 @@ type Request struct {
 func (x *Exchange) RequestHeaders(ctx context.Context, r Request) Decision {
 	method, target := r.Method, r.Target
 	x.method, x.target = method, target
-	ctx, x.span = x.p.tracer.Start(ctx, "modgate.request", trace.WithSpanKind(trace.SpanKindServer))
-	if x.span.IsRecording() { // no attribute work on every request when tracing is off
-		x.span.SetAttributes(attribute.String("http.request.method", method), attribute.String("url.path", target))
+	if x.p.tracing {
+		ctx, x.span = x.p.tracer.Start(ctx, "modgate.request", trace.WithSpanKind(trace.SpanKindServer))
+		if x.span.IsRecording() {
+			x.span.SetAttributes(attribute.String("http.request.method", method), attribute.String("url.path", target))
+		}
+	} else {
+		// No span, no context to allocate: only the trace id a client
+		// sent (traceparent), for the audit event.
+		x.span = trace.SpanFromContext(ctx)
 	}
 	// Who asks comes first: nothing of the request is looked at for a
 	// client that must authenticate and has not.
@@ -370,10 +376,15 @@ func (x *Exchange) candidates(private bool) ([]*upstream.Upstream, error) {
 // lookup serves key from the cache if it holds a fresh entry. A stale one
 // is kept for stale-if-error.
 func (x *Exchange) lookup(ctx context.Context, key string) (Decision, bool) {
-	_, span := x.p.tracer.Start(ctx, "modgate.cache.lookup")
+	var span trace.Span
+	if x.p.tracing {
+		_, span = x.p.tracer.Start(ctx, "modgate.cache.lookup")
+	}
 	e, err := x.p.cache.Get(ctx, key)
-	span.SetAttributes(attribute.Bool("modgate.cache.found", err == nil))
-	span.End()
+	if span != nil {
+		span.SetAttributes(attribute.Bool("modgate.cache.found", err == nil))
+		span.End()
+	}
 	if err != nil {
 		if errors.Is(err, cache.ErrUnavailable) {
 			// The shared tier may hold it: fetching it now could not be
@@ -700,8 +711,8 @@ func (x *Exchange) Done(ctx context.Context, status int, n int64, err error) {
 
 // endSpan ends the request's span with what Done knows.
 func (x *Exchange) endSpan(status int, md audit.ModgateGroup, failed bool, reason string) {
-	if x.span == nil {
-		return
+	if x.span == nil || !x.p.tracing {
+		return // not a span this request started
 	}
 	if x.span.IsRecording() {
 		x.span.SetAttributes(

@@ -333,6 +333,7 @@ type Processor struct {
 	health             Health
 	observer           Observer
 	tracer             trace.Tracer
+	tracing            bool // a Tracer was given: spans are worth starting
 	audit              Auditor
 	maxTarget          int
 	refusePrivNotFound bool
@@ -369,6 +370,7 @@ func New(opts Options) (*Processor, error) {
 		health:             opts.Health,
 		observer:           opts.Observer,
 		tracer:             opts.Tracer,
+		tracing:            opts.Tracer != nil,
 		audit:              opts.Audit,
 		maxTarget:          opts.MaxTarget,
 		refusePrivNotFound: opts.RefusePrivateNotFound,

@@ -31,21 +31,37 @@ func textHeader(cacheStatus string) http.Header {
 	}
 }
 
+// Header values every answer from the cache shares, so that a warm hit
+// does not allocate them. Front ends and the processor only ever replace
+// a header's values (Set), never append to them.
+var (
+	nosniffValue   = []string{"nosniff"}
+	noStoreValue   = []string{"no-store"}
+	immutableValue = []string{"public, max-age=31536000, immutable"}
+	cacheValues    = map[string][]string{
+		cacheHit: {cacheHit}, cacheMiss: {cacheMiss}, cacheStale: {cacheStale},
+		cacheNegative: {cacheNegative}, cacheCoalesced: {cacheCoalesced}, cacheBypass: {cacheBypass},
+	}
+)
+
 // entryHeader returns the headers of a response served from e. Immutable
 // entries may be kept by clients and intermediaries for a year; others for
 // what is left of their freshness; stale and negative ones not at all.
 func (x *Exchange) entryHeader(e *cache.Entry) http.Header {
-	h := http.Header{
-		"Content-Type":           {e.ContentType},
-		"X-Content-Type-Options": {"nosniff"},
-		"Etag":                   {e.ETag()},
-		"X-Modgate-Cache":        {x.cache},
+	status, ok := cacheValues[x.cache]
+	if !ok {
+		status = []string{x.cache}
 	}
+	h := make(http.Header, 6) // room for a Warning
+	h["Content-Type"] = []string{e.ContentType}
+	h["X-Content-Type-Options"] = nosniffValue
+	h["Etag"] = []string{e.ETag()}
+	h["X-Modgate-Cache"] = status
 	switch {
 	case e.Status != http.StatusOK || !e.Fresh:
-		h.Set("Cache-Control", "no-store")
+		h["Cache-Control"] = noStoreValue
 	case e.Class.Immutable():
-		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+		h["Cache-Control"] = immutableValue
 	default:
 		secs := int(e.FreshUntil.Sub(x.p.now()) / time.Second)
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(max(secs, 0)))

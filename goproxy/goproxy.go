@@ -107,26 +107,51 @@ type Request struct {
 // Path returns "" if r cannot be written as a request path, which never
 // happens for a Request returned by Parse.
 func (r Request) Path() string {
-	mod, modErr := module.EscapePath(r.Module)
-	vers, versErr := module.EscapeVersion(r.Version)
-	mod, vers = strings.ReplaceAll(mod, "!", bangEscape), strings.ReplaceAll(vers, "!", bangEscape)
-	dbOK := module.CheckPath(r.SumDB) == nil && !strings.Contains(r.SumDB, "/")
-	db := "/sumdb/" + r.SumDB
-
-	switch {
-	case r.Kind == KindList && modErr == nil:
-		return "/" + mod + "/@v/list"
-	case r.Kind == KindLatest && modErr == nil:
-		return "/" + mod + "/@latest"
-	case (r.Kind == KindInfo || r.Kind == KindMod || r.Kind == KindZip) && modErr == nil && versErr == nil:
+	// Each part is escaped and checked only if the kind has it: a warm
+	// hit computes its key with this.
+	escMod := func() (string, bool) {
+		mod, err := module.EscapePath(r.Module)
+		return strings.ReplaceAll(mod, "!", bangEscape), err == nil
+	}
+	escVers := func() (string, bool) {
+		vers, err := module.EscapeVersion(r.Version)
+		return strings.ReplaceAll(vers, "!", bangEscape), err == nil
+	}
+	switch r.Kind {
+	case KindList, KindLatest, KindInfo, KindMod, KindZip:
+		mod, ok := escMod()
+		if !ok {
+			return ""
+		}
+		switch r.Kind {
+		case KindList:
+			return "/" + mod + "/@v/list"
+		case KindLatest:
+			return "/" + mod + "/@latest"
+		}
+		vers, ok := escVers()
+		if !ok {
+			return ""
+		}
 		return "/" + mod + "/@v/" + vers + "." + r.Kind.String()
-	case r.Kind == KindSumDBSupported && dbOK:
+	}
+
+	if module.CheckPath(r.SumDB) != nil || strings.Contains(r.SumDB, "/") {
+		return ""
+	}
+	db := "/sumdb/" + r.SumDB
+	switch r.Kind {
+	case KindSumDBSupported:
 		return db + "/supported"
-	case r.Kind == KindSumDBLatest && dbOK:
+	case KindSumDBLatest:
 		return db + "/latest"
-	case r.Kind == KindSumDBLookup && dbOK && modErr == nil && versErr == nil:
-		return db + "/lookup/" + mod + "@" + vers
-	case r.Kind == KindSumDBTile && dbOK:
+	case KindSumDBLookup:
+		mod, modOK := escMod()
+		vers, versOK := escVers()
+		if modOK && versOK {
+			return db + "/lookup/" + mod + "@" + vers
+		}
+	case KindSumDBTile:
 		if t, err := tlog.ParseTilePath(r.Tile.Path()); err == nil && t == r.Tile {
 			return db + "/" + r.Tile.Path()
 		}

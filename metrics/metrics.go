@@ -9,6 +9,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,25 @@ type Metrics struct {
 	extprocActive   prometheus.Gauge
 	extprocPhase    *prometheus.HistogramVec
 	xdsNacks        *prometheus.CounterVec
+
+	// The series of every request and ext_proc message, looked up by
+	// their labels once each (the label sets are few: kinds, statuses,
+	// cache statuses, phases), not hashed on every request.
+	requestSeries sync.Map // requestLabels → requestSeries
+	phaseSeries   sync.Map // phase → prometheus.Observer
+}
+
+// requestLabels are the labels of one request's series.
+type requestLabels struct {
+	kind   string
+	status int
+	cache  string
+}
+
+// requestSeries are the series one request updates.
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
 }
 
 // New returns the metrics, registered with the Go runtime's and the
@@ -99,8 +119,17 @@ func (m *Metrics) Request(kind string, status int, cache string, d time.Duration
 	if cache == "" {
 		cache = "bypass"
 	}
-	m.requests.WithLabelValues(kind, strconv.Itoa(status), cache).Inc()
-	m.requestDuration.WithLabelValues(kind, cache).Observe(d.Seconds())
+	l := requestLabels{kind, status, cache}
+	v, ok := m.requestSeries.Load(l)
+	if !ok {
+		v, _ = m.requestSeries.LoadOrStore(l, requestSeries{
+			count:    m.requests.WithLabelValues(kind, strconv.Itoa(status), cache),
+			duration: m.requestDuration.WithLabelValues(kind, cache),
+		})
+	}
+	rs := v.(requestSeries)
+	rs.count.Inc()
+	rs.duration.Observe(d.Seconds())
 }
 
 // UpstreamFetch records one upstream's answer (or failure) time.
@@ -139,7 +168,11 @@ func (m *Metrics) StreamEnded(ok bool) {
 
 // Phase records the time to answer one ext_proc message.
 func (m *Metrics) Phase(phase string, d time.Duration) {
-	m.extprocPhase.WithLabelValues(phase).Observe(d.Seconds())
+	v, ok := m.phaseSeries.Load(phase)
+	if !ok {
+		v, _ = m.phaseSeries.LoadOrStore(phase, m.extprocPhase.WithLabelValues(phase))
+	}
+	v.(prometheus.Observer).Observe(d.Seconds())
 }
 
 // XDSNack counts one NACK the xDS server received for resource type typ.
