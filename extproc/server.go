@@ -284,7 +284,7 @@ func (st *stream) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders, 
 		st.cut = errors.New("client went away")
 		return nil, nil
 	case gate.Reject, gate.Serve:
-		return st.immediate(d.Reply), nil
+		return st.immediate(d.Reply, false), nil
 	case gate.Hit:
 		return st.hit(d)
 	case gate.Forward:
@@ -300,23 +300,26 @@ func (st *stream) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders, 
 }
 
 // slow runs fn, which may outlast Envoy's message timeout (a wait for
-// another request's fill, the verification of a large zip), on a goroutine
-// of its own: if fn has not returned after WaitNotice, well within the
-// timeout, Envoy is asked for more time for the message being answered
-// (override_message_timeout, up to the gateway's max_message_timeout).
-// It always waits for fn; the error is the notice's.
+// another request's fill, the verification of a large zip): if fn has not
+// returned after WaitNotice, well within the timeout, Envoy is asked for
+// more time for the message being answered (override_message_timeout, up
+// to the gateway's max_message_timeout). fn runs on the stream's own
+// goroutine, as every phase does (most return at once: a hit, a reject);
+// the notice is sent from the timer's, and nothing else sends while fn
+// runs. It always waits for fn, and for the notice if it was sent; the
+// error is the notice's.
 func slow[T any](st *stream, fn func() T) (T, error) {
-	done := make(chan T, 1)
-	go func() { done <- fn() }()
-	notice := time.NewTimer(st.s.opts.WaitNotice)
-	defer notice.Stop()
-	select {
-	case v := <-done:
-		return v, nil
-	case <-notice.C:
-		err := st.srv.Send(&extprocv3.ProcessingResponse{OverrideMessageTimeout: durationpb.New(st.s.opts.ExtendTo)})
-		return <-done, err
+	var err error
+	sent := make(chan struct{})
+	notice := time.AfterFunc(st.s.opts.WaitNotice, func() {
+		defer close(sent)
+		err = st.srv.Send(&extprocv3.ProcessingResponse{OverrideMessageTimeout: durationpb.New(st.s.opts.ExtendTo)})
+	})
+	v := fn()
+	if !notice.Stop() {
+		<-sent // the notice went out, or is going: no other Send until it is done
 	}
+	return v, err
 }
 
 // hit answers a cache hit: small ones in an ImmediateResponse, large ones
@@ -341,9 +344,7 @@ func (st *stream) hit(d gate.Decision) (*extprocv3.ProcessingResponse, error) {
 			return nil, fmt.Errorf("reading cached %s: %w", d.Entry.Key, err)
 		}
 	}
-	h := d.Header.Clone()
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	return st.immediate(&gate.Reply{Status: d.Status, Header: h, Body: body}), nil
+	return st.immediate(&gate.Reply{Status: d.Status, Header: d.Header, Body: body}, true), nil
 }
 
 // responseHeaders hands the upstream's answer to the fill. Envoy's router
@@ -450,7 +451,7 @@ func (st *stream) finish(ctx context.Context, bodyErr error) (*extprocv3.Process
 			if st.bytes > 0 {
 				closeEntry(d)
 				st.cut = errors.New("a version list too large to filter: stream reset")
-				return st.immediate(&gate.Reply{Status: http.StatusBadGateway, Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte("version list too large to filter\n")}), nil
+				return st.immediate(&gate.Reply{Status: http.StatusBadGateway, Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, Body: []byte("version list too large to filter\n")}, false), nil
 			}
 			return st.hit(d)
 		}
@@ -463,14 +464,14 @@ func (st *stream) finish(ctx context.Context, bodyErr error) (*extprocv3.Process
 		return st.hit(d) // a negative entry: the cleaned not-found text
 	case gate.Reject:
 		if st.bytes == 0 {
-			return st.immediate(d.Reply), nil
+			return st.immediate(d.Reply, false), nil
 		}
 		// The headers and part of the body went to the client: Envoy
 		// resets the stream on this reply. The audit records what the
 		// client was sent, and why it was cut.
 		st.cut = fmt.Errorf("artifact refused after part of it went to the client, stream reset: %s", d.Reply.Body)
 		status, n := st.status, st.bytes
-		resp := st.immediate(d.Reply)
+		resp := st.immediate(d.Reply, false)
 		st.status, st.bytes = status, n
 		return resp, nil
 	}
@@ -479,21 +480,43 @@ func (st *stream) finish(ctx context.Context, bodyErr error) (*extprocv3.Process
 }
 
 // immediate is the one place a processor reply becomes an Envoy
-// ImmediateResponse.
-func (st *stream) immediate(rep *gate.Reply) *extprocv3.ProcessingResponse {
+// ImmediateResponse. withLength sets the body's Content-Length, which a
+// cache hit's headers leave out.
+func (st *stream) immediate(rep *gate.Reply, withLength bool) *extprocv3.ProcessingResponse {
 	st.status, st.bytes = rep.Status, int64(len(rep.Body))
-	var set []*corev3.HeaderValueOption
-	for k, vs := range rep.Header {
+	n, size := 0, 0
+	for _, vs := range rep.Header {
+		n += len(vs)
 		for _, v := range vs {
-			set = append(set, setHeader(strings.ToLower(k), v))
+			size += len(v)
 		}
 	}
+	var length string
+	if withLength {
+		length = strconv.Itoa(len(rep.Body))
+		n, size = n+1, size+len(length)
+	}
 	if st.x != nil {
-		set = append(set, setHeader("x-request-id", st.x.ID()))
+		n, size = n+1, size+len(st.x.ID())
+	}
+	hs := newHeaderSet(n, size)
+	for k, vs := range rep.Header {
+		if withLength && k == "Content-Length" {
+			continue
+		}
+		for _, v := range vs {
+			hs.add(lowerKey(k), v)
+		}
+	}
+	if withLength {
+		hs.add("content-length", length)
+	}
+	if st.x != nil {
+		hs.add("x-request-id", st.x.ID())
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
 		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(rep.Status)},
-		Headers: &extprocv3.HeaderMutation{SetHeaders: set},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: hs.set},
 		Body:    rep.Body,
 		Details: "modgate",
 	}}}
@@ -551,17 +574,98 @@ func setHeader(k, v string) *corev3.HeaderValueOption {
 	}
 }
 
-// headerMap reads Envoy's headers, values from raw_value.
+// headerSet collects the set_headers of one reply, each made as
+// setHeader makes it, but with the options, values, append flags and
+// value bytes of the whole reply allocated together: a hit's reply sets
+// seven headers, which one by one cost four allocations each.
+type headerSet struct {
+	set    []*corev3.HeaderValueOption // the headers added
+	opts   []corev3.HeaderValueOption  // room for the next ones
+	values []corev3.HeaderValue
+	flags  []wrapperspb.BoolValue // all false
+	raw    []byte                 // the values' bytes
+}
+
+// newHeaderSet returns a headerSet with room for n headers whose values
+// total size bytes. More may be added, each allocated on its own.
+func newHeaderSet(n, size int) headerSet {
+	return headerSet{
+		set:    make([]*corev3.HeaderValueOption, 0, n),
+		opts:   make([]corev3.HeaderValueOption, n),
+		values: make([]corev3.HeaderValue, n),
+		flags:  make([]wrapperspb.BoolValue, n),
+		raw:    make([]byte, 0, size),
+	}
+}
+
+// add overwrites header k with v, as setHeader does.
+func (hs *headerSet) add(k, v string) {
+	if len(hs.opts) == 0 {
+		hs.set = append(hs.set, setHeader(k, v))
+		return
+	}
+	o, hv, app := &hs.opts[0], &hs.values[0], &hs.flags[0]
+	hs.opts, hs.values, hs.flags = hs.opts[1:], hs.values[1:], hs.flags[1:]
+	start := len(hs.raw)
+	hs.raw = append(hs.raw, v...) // a new array if size was short: the earlier values keep theirs
+	hv.Key, hv.RawValue = k, hs.raw[start:len(hs.raw):len(hs.raw)]
+	o.Header = hv
+	//lint:ignore SA1019 Envoy's ext_proc reads only the legacy append flag (envoy#36982, ENVOY.md).
+	o.Append = app // false
+	hs.set = append(hs.set, o)
+}
+
+// lowerKey returns header key k lower-case, as Envoy wants it, without
+// allocating for the keys of a cache hit's reply.
+func lowerKey(k string) string {
+	switch k {
+	case "Cache-Control":
+		return "cache-control"
+	case "Content-Length":
+		return "content-length"
+	case "Content-Type":
+		return "content-type"
+	case "Etag":
+		return "etag"
+	case "X-Content-Type-Options":
+		return "x-content-type-options"
+	case "X-Modgate-Cache":
+		return "x-modgate-cache"
+	}
+	return strings.ToLower(k)
+}
+
+// headerMap reads Envoy's headers, values from raw_value (value if it is
+// empty). As net/textproto's reader does, the values share one string and
+// the one-value slices one array: a request's headers cost a few
+// allocations, not two each.
 func headerMap(hm *corev3.HeaderMap) http.Header {
-	h := http.Header{}
-	for _, hv := range hm.GetHeaders() {
-		v := string(hv.GetRawValue())
-		if v == "" {
-			v = hv.GetValue()
+	hvs := hm.GetHeaders()
+	size := 0
+	for _, hv := range hvs {
+		size += len(hv.GetRawValue()) + len(hv.GetValue())
+	}
+	var b strings.Builder
+	b.Grow(size)
+	h := make(http.Header, len(hvs))
+	vals := make([]string, len(hvs))
+	for i, hv := range hvs {
+		start := b.Len()
+		if raw := hv.GetRawValue(); len(raw) > 0 {
+			b.Write(raw)
+		} else {
+			b.WriteString(hv.GetValue())
 		}
-		// Pseudo headers (":path") are not valid MIME keys, so Add keeps
-		// them as they are.
-		h.Add(hv.GetKey(), v)
+		v := b.String()[start:] // a Builder never changes what it has built
+		// Pseudo headers (":path") are not valid MIME keys, so
+		// CanonicalHeaderKey keeps them as they are.
+		k := http.CanonicalHeaderKey(hv.GetKey())
+		if h[k] == nil {
+			vals[i] = v
+			h[k] = vals[i : i+1 : i+1] // a second value gets an array of its own
+		} else {
+			h[k] = append(h[k], v)
+		}
 	}
 	return h
 }

@@ -41,6 +41,12 @@ type sidecar struct {
 
 func startSidecar(tb testing.TB) *sidecar {
 	tb.Helper()
+	return startSidecarWith(tb, extproc.ServerOptions{})
+}
+
+// startSidecarWith is startSidecar with the server's options.
+func startSidecarWith(tb testing.TB, opts extproc.ServerOptions) *sidecar {
+	tb.Helper()
 	log := slog.New(slog.DiscardHandler)
 	up := testproxy.Start(tb, testproxy.Fixtures(tb))
 	pub, err := upstream.Parse("public", up.URL, false)
@@ -79,8 +85,15 @@ func startSidecar(tb testing.TB) *sidecar {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return &sidecar{client: serveExtProc(tb, extproc.NewServer(p, opts)), cache: c, up: up}
+}
+
+// serveExtProc serves impl over gRPC on 127.0.0.1 until the test ends and
+// returns a client of it.
+func serveExtProc(tb testing.TB, impl extprocv3.ExternalProcessorServer) extprocv3.ExternalProcessorClient {
+	tb.Helper()
 	srv := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(srv, extproc.NewServer(p, extproc.ServerOptions{}))
+	extprocv3.RegisterExternalProcessorServer(srv, impl)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -92,7 +105,7 @@ func startSidecar(tb testing.TB) *sidecar {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return &sidecar{client: extprocv3.NewExternalProcessorClient(conn), cache: c, up: up}
+	return extprocv3.NewExternalProcessorClient(conn)
 }
 
 func headers(kv ...string) *corev3.HeaderMap {
@@ -138,6 +151,49 @@ func end(s extprocv3.ExternalProcessor_ProcessClient) {
 // route returns the route a reply asks for, "" if none.
 func route(resp *extprocv3.ProcessingResponse) string {
 	return resp.GetDynamicMetadata().GetFields()[extproc.MetadataNamespace].GetStructValue().GetFields()[extproc.MetadataKey].GetStringValue()
+}
+
+// TestOverrideNotice checks that a phase that runs longer than
+// WaitNotice (here a request waiting for another's fill) first asks
+// Envoy for more time, with ExtendTo, on its own stream, then answers.
+func TestOverrideNotice(t *testing.T) {
+	const wait, extend = 20 * time.Millisecond, 7 * time.Second
+	sc := startSidecarWith(t, extproc.ServerOptions{WaitNotice: wait, ExtendTo: extend})
+	ctx := t.Context()
+	const mod = "/example.com/a/@v/v1.0.0.mod"
+	leader, resp, err := requestHeaders(ctx, sc.client, mod)
+	if err != nil || route(resp) != extproc.RoutePublic {
+		t.Fatalf("the leader: %v %v, want it routed upstream", resp, err)
+	}
+	// The follower waits for the leader's fill: past WaitNotice, Envoy
+	// is asked for more time.
+	follower, resp, err := requestHeaders(ctx, sc.client, mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := resp.GetOverrideMessageTimeout(); d == nil || d.AsDuration() != extend {
+		t.Fatalf("the follower's first reply: %v, want an override_message_timeout of %v", resp, extend)
+	}
+	body := fixtureBody(t, "example.com/a", "v1.0.0").Mod
+	leader.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+		Headers: headers(":status", "200", "content-length", strconv.Itoa(len(body))),
+	}}})
+	if _, err := leader.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	leader.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: body, EndOfStream: true}}})
+	if _, err := leader.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	end(leader)
+	resp, err = follower.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	end(follower)
+	if ir := resp.GetImmediateResponse(); ir == nil || ir.GetStatus().GetCode() != 200 || string(ir.GetBody()) != string(body) {
+		t.Errorf("the follower's answer: %v, want an ImmediateResponse 200 with the go.mod", resp)
+	}
 }
 
 func TestServerDecisions(t *testing.T) {
