@@ -72,7 +72,7 @@ bench: bench-deps s3-server peers ## run the benchmarks (req/s, latency percenti
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v /integration)
 	$(GO) test -run '^$$' -bench 'VsNginx|VCSDownload' -count=1 -timeout 30m ./integration
 	$(GO) test -run '^$$' -bench 'Replicas|BenchmarkCheck' -benchtime=1x -count=1 -timeout 10m ./integration
-	$(GO) test -run '^$$' -bench VsPeers -benchtime=1x -count=1 -timeout 15m ./integration
+	$(GO) test -run '^$$' -bench 'VsPeers|ColdDownload' -benchtime=1x -count=1 -timeout 15m ./integration
 
 # nginx (the yardstick) and wrk (the load generator) for BenchmarkVsNginx.
 bench-deps:
