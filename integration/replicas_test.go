@@ -258,6 +258,17 @@ func TestReplicas(t *testing.T) {
 		b := f.start(t, other)
 		const mod = "/corp.example/private/@v/v1.0.0.mod"
 		other.Replace(mod, []byte("module corp.example/private\n\n// not what the other replica was given\n"))
+		// Both upstreams answer late, so that both replicas miss and fetch
+		// (a replica that looked after the other had committed would read
+		// its entry from the store, and serve it).
+		slow := func(p string) time.Duration {
+			if p == mod {
+				return 500 * time.Millisecond
+			}
+			return 0
+		}
+		f.private.Delay(slow)
+		other.Delay(slow)
 		var statuses [2]int
 		var wg sync.WaitGroup
 		for i, g := range []*gatewayProc{f.replicas[0], b} {
