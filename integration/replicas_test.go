@@ -312,15 +312,23 @@ func TestReplicas(t *testing.T) {
 			t.Fatalf("statuses %v with NATS down, want 200 from both replicas", statuses)
 		}
 		fetched := f.public.Count(zip)
-		second := 0
-		for _, g := range f.replicas {
-			for line := range strings.Lines(g.logText()) {
-				if strings.Contains(line, "another replica committed the entry first") && strings.Contains(line, zip) {
-					second++
+		noops := func() int {
+			n := 0
+			for _, g := range f.replicas {
+				for line := range strings.Lines(g.logText()) {
+					if strings.Contains(line, "another replica committed the entry first") && strings.Contains(line, zip) {
+						n++
+					}
 				}
 			}
+			return n
 		}
-		if second != fetched-1 {
+		// The replicas' logs are read as they come: give the lines a moment.
+		deadline := time.Now().Add(5 * time.Second)
+		for noops() < fetched-1 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if second := noops(); second != fetched-1 {
 			t.Errorf("the upstream was asked %d times and %d commits found the entry already there, want %d: every commit after the first is a no-op", fetched, second, fetched-1)
 		}
 		_, ready := getBody(t, f.replicas[0].Admin+"/readyz")
