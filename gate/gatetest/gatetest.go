@@ -400,6 +400,10 @@ func (r row) run(t *testing.T, fe FrontEnd, mods []*testproxy.Module) {
 			t.Fatalf("before: GET %s = %d %q", target, resp.Status, resp.Body)
 		}
 	}
+	// The events of the requests before come first: in mesh mode a
+	// request's event is recorded as its stream ends, which may be after
+	// the next request has begun.
+	h.audit.Wait(t, len(r.before))
 	h.clock.Add(r.advance)
 	h.arm(r.setup)
 
