@@ -10,8 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"golang.org/x/mod/module"
-
+	"github.com/modgate/modgate/goproxy"
 	"github.com/modgate/modgate/integration/testproxy"
 )
 
@@ -45,12 +44,7 @@ func TestKillAfterServing(t *testing.T) {
 	}
 	var arts []artifact
 	for _, m := range mods {
-		path, err := module.EscapePath(m.Path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := "/" + path + "/@v/" + m.Version
-		arts = append(arts, artifact{base + ".info", m.Info}, artifact{base + ".mod", m.Mod}, artifact{base + ".zip", m.Zip})
+		arts = append(arts, artifact{m.Target(goproxy.KindInfo), m.Info}, artifact{m.Target(goproxy.KindMod), m.Mod}, artifact{m.Target(goproxy.KindZip), m.Zip})
 	}
 
 	a := startModgate(t, config, "--cache-dir", cacheDir)

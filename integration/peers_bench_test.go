@@ -14,9 +14,9 @@ import (
 	"testing/fstest"
 	"time"
 
-	"golang.org/x/mod/module"
 	"golang.org/x/tools/txtar"
 
+	"github.com/modgate/modgate/goproxy"
 	"github.com/modgate/modgate/integration/testproxy"
 )
 
@@ -82,7 +82,7 @@ func BenchmarkVsPeers(b *testing.B) {
 	}
 	fills := map[string]time.Duration{}
 	var notes strings.Builder
-	fmt.Fprintf(&notes, "- %d module versions of %d modules; zips of %d to %d bytes.\n", len(mods), len(arts.modules), smallest, largest)
+	fmt.Fprintf(&notes, "- %d module versions of %d modules; zips of %d to %d bytes.\n", len(mods), len(arts.lists), smallest, largest)
 	for _, s := range starts {
 		if s.name != "nginx" && s.name != "modgate" && bins[s.name] == "" {
 			continue
@@ -102,9 +102,9 @@ func BenchmarkVsPeers(b *testing.B) {
 			}
 			fmt.Fprintf(&notes, "- %s's cold fill sent the upstream %d requests, %d of them to the checksum database.\n", srv.name, len(reqs), sumdb)
 		}
-		for _, m := range arts.modules {
-			if status, _ := getBody(b, srv.url+"/"+m+"/@v/list"); status != http.StatusOK {
-				b.Fatalf("%s: warming /%s/@v/list: status %d", srv.name, m, status)
+		for _, list := range arts.lists {
+			if status, _ := getBody(b, srv.url+list); status != http.StatusOK {
+				b.Fatalf("%s: warming %s: status %d", srv.name, list, status)
 			}
 		}
 		servers = append(servers, srv)
@@ -355,11 +355,10 @@ func peerModules(tb testing.TB) []*testproxy.Module {
 
 // peerTree is the upstream tree as request paths.
 type peerTree struct {
-	fill    []peerArtifact // .info, .mod, .zip of every version, in that order
-	meta    []string       // the .info and .mod paths
-	zips    []string       // the .zip paths
-	lists   []string       // the @v/list paths
-	modules []string       // the escaped module paths
+	fill  []peerArtifact // .info, .mod, .zip of every version, in that order
+	meta  []string       // the .info and .mod paths
+	zips  []string       // the .zip paths
+	lists []string       // the @v/list paths, one per module
 }
 
 // A peerArtifact is one path of the cold fill and, for a .mod or a .zip,
@@ -376,22 +375,13 @@ func peerArtifacts(tb testing.TB, mods []*testproxy.Module) peerTree {
 	var t peerTree
 	seen := map[string]bool{}
 	for _, m := range mods {
-		esc, err := module.EscapePath(m.Path)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		ver, err := module.EscapeVersion(m.Version)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		base := "/" + esc + "/@v/" + ver
-		t.fill = append(t.fill, peerArtifact{base + ".info", nil}, peerArtifact{base + ".mod", m.Mod}, peerArtifact{base + ".zip", m.Zip})
-		t.meta = append(t.meta, base+".info", base+".mod")
-		t.zips = append(t.zips, base+".zip")
-		if !seen[esc] {
-			seen[esc] = true
-			t.modules = append(t.modules, esc)
-			t.lists = append(t.lists, "/"+esc+"/@v/list")
+		info, mod, zip := m.Target(goproxy.KindInfo), m.Target(goproxy.KindMod), m.Target(goproxy.KindZip)
+		t.fill = append(t.fill, peerArtifact{info, nil}, peerArtifact{mod, m.Mod}, peerArtifact{zip, m.Zip})
+		t.meta = append(t.meta, info, mod)
+		t.zips = append(t.zips, zip)
+		if list := m.Target(goproxy.KindList); !seen[list] {
+			seen[list] = true
+			t.lists = append(t.lists, list)
 		}
 	}
 	return t
@@ -402,29 +392,26 @@ func peerArtifacts(tb testing.TB, mods []*testproxy.Module) peerTree {
 // version>.info, .mod and .zip.
 func writePeerTree(tb testing.TB, docroot string, mods []*testproxy.Module) {
 	tb.Helper()
+	// The files are named as nginx looks for them: the path decoded, a
+	// "%21" of the canonical path a "!".
+	file := func(target string) string {
+		return filepath.Join(docroot, filepath.FromSlash(strings.ReplaceAll(target, "%21", "!")))
+	}
 	lists := map[string]string{}
 	for _, m := range mods {
-		esc, err := module.EscapePath(m.Path)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		ver, err := module.EscapeVersion(m.Version)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		dir := filepath.Join(docroot, filepath.FromSlash(esc), "@v")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			tb.Fatal(err)
-		}
-		for ext, data := range map[string][]byte{".info": m.Info, ".mod": m.Mod, ".zip": m.Zip} {
-			if err := os.WriteFile(filepath.Join(dir, ver+ext), data, 0o644); err != nil {
+		for kind, data := range map[goproxy.Kind][]byte{goproxy.KindInfo: m.Info, goproxy.KindMod: m.Mod, goproxy.KindZip: m.Zip} {
+			f := file(m.Target(kind))
+			if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+				tb.Fatal(err)
+			}
+			if err := os.WriteFile(f, data, 0o644); err != nil {
 				tb.Fatal(err)
 			}
 		}
-		lists[dir] += m.Version + "\n" // mods come in semver order per module
+		lists[file(m.Target(goproxy.KindList))] += m.Version + "\n" // mods come in semver order per module
 	}
-	for dir, list := range lists {
-		if err := os.WriteFile(filepath.Join(dir, "list"), []byte(list), 0o644); err != nil {
+	for f, list := range lists {
+		if err := os.WriteFile(f, []byte(list), 0o644); err != nil {
 			tb.Fatal(err)
 		}
 	}

@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/mod/module"
-
+	"github.com/modgate/modgate/goproxy"
 	"github.com/modgate/modgate/integration/natsserver"
 	"github.com/modgate/modgate/integration/s3server"
 	"github.com/modgate/modgate/integration/testproxy"
@@ -44,11 +43,7 @@ func BenchmarkReplicas(b *testing.B) {
 		if strings.HasPrefix(m.Path, "corp.example/") {
 			continue
 		}
-		esc, err := module.EscapePath(m.Path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		keys = append(keys, "/"+esc+"/@v/"+m.Version+".mod", "/"+esc+"/@v/"+m.Version+".zip")
+		keys = append(keys, m.Target(goproxy.KindMod), m.Target(goproxy.KindZip))
 	}
 	for range b.N {
 		const zip, mod = "/example.com/a/@v/v1.0.0.zip", "/example.com/a/@v/v1.0.0.mod"

@@ -43,6 +43,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modgate/modgate/goproxy"
 	"golang.org/x/mod/modfile"
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/semver"
@@ -61,6 +62,13 @@ type Module struct {
 	Mod     []byte    // go.mod contents
 	Zip     []byte    // module zip made with golang.org/x/mod/zip.Create
 	Info    []byte    // JSON {"Version":..,"Time":..}
+}
+
+// Target returns the request path of m's file of kind (goproxy.KindInfo,
+// KindMod or KindZip), or of its module's list (KindList), as the go
+// command sends it: goproxy.Request.Path's canonical form.
+func (m *Module) Target(kind goproxy.Kind) string {
+	return goproxy.Request{Kind: kind, Module: m.Path, Version: m.Version}.Path()
 }
 
 // GoSum returns the two go.sum lines of m, for its zip and its go.mod,
