@@ -150,7 +150,7 @@ func (c *Cache) Close() error {
 // survive a crash. An entry is served as soon as Commit returns; it is
 // persisted moments later, off the client's path.
 func (c *Cache) Sync() {
-	c.disk.sync()
+	c.disk.persister.Wait()
 }
 
 // clockTimer makes freecache expire entries by the Cache's clock.

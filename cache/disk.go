@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/modgate/modgate/internal/writeback"
 )
 
 // The disk tier's layout under its directory:
@@ -40,15 +42,9 @@ type disk struct {
 	log   *slog.Logger
 	lock  *os.File
 
-	// queue holds the stores whose entry files are still to be written,
-	// in order, for the persister goroutine; persisted is closed when it
-	// has drained queue after close. closed (under qmu) refuses further
-	// sends: a store after close persists in its own goroutine.
-	qmu       sync.RWMutex
-	closed    bool
-	queue     chan pending
-	persisted chan struct{}
-	// testHookPersist, if set, runs before each queued store is persisted.
+	// persister writes the entry files of stores, behind them (persist).
+	persister *writeback.Queue[pending]
+	// testHookPersist, if set, runs before each store is persisted.
 	testHookPersist func()
 
 	// writeMu serializes everything that adds or removes files, so a blob
@@ -143,21 +139,18 @@ func openDisk(dir string, limit int64, log *slog.Logger) (*disk, error) {
 		d.lock.Close()
 		return nil, err
 	}
-	d.queue = make(chan pending, maxPending)
-	d.persisted = make(chan struct{})
-	go d.persister()
+	d.persister = writeback.New(maxPending, func(p pending) {
+		if d.testHookPersist != nil {
+			d.testHookPersist()
+		}
+		d.persist(p)
+	})
 	return d, nil
 }
 
 // close writes the entry files still pending, then releases the lock.
 func (d *disk) close() error {
-	d.qmu.Lock()
-	if !d.closed {
-		d.closed = true
-		close(d.queue)
-	}
-	d.qmu.Unlock()
-	<-d.persisted
+	d.persister.Close()
 	return d.lock.Close() // releases the flock
 }
 
@@ -364,7 +357,7 @@ func (d *disk) lookup(key string) (Meta, bool) {
 // synced) the body of m and indexes it, so that it is served from now on.
 // It takes ownership of tmpPath. The entry file that makes it survive a
 // restart is written later, in order, by the persister goroutine (or by
-// this call if the persister is that far behind): see persist.
+// this call if the persister is maxPending behind): see persist.
 func (d *disk) store(m Meta, tmpPath string) error {
 	data, err := marshalEntry(m)
 	if err != nil {
@@ -388,20 +381,7 @@ func (d *disk) store(m Meta, tmpPath string) error {
 	d.remove(victims)
 	d.writeMu.Unlock()
 
-	p := pending{meta: m, entry: data}
-	d.qmu.RLock()
-	queued := false
-	if !d.closed {
-		select {
-		case d.queue <- p:
-			queued = true
-		default: // the persister is maxPending behind: this store waits for its own
-		}
-	}
-	d.qmu.RUnlock()
-	if !queued {
-		d.persist(p)
-	}
+	d.persister.Add(pending{meta: m, entry: data})
 	return nil
 }
 
@@ -436,37 +416,6 @@ const maxPending = 1024
 type pending struct {
 	meta  Meta
 	entry []byte
-	done  chan struct{} // a barrier (sync): closed when reached, nothing else
-}
-
-// persister persists the queued stores in order until queue is closed
-// and drained.
-func (d *disk) persister() {
-	defer close(d.persisted)
-	for p := range d.queue {
-		if p.done != nil {
-			close(p.done)
-			continue
-		}
-		if d.testHookPersist != nil {
-			d.testHookPersist()
-		}
-		d.persist(p)
-	}
-}
-
-// sync waits until every store made before it has its entry file written
-// (or has been dropped).
-func (d *disk) sync() {
-	done := make(chan struct{})
-	d.qmu.RLock()
-	if d.closed {
-		d.qmu.RUnlock()
-		return // close drained the queue
-	}
-	d.queue <- pending{done: done}
-	d.qmu.RUnlock()
-	<-done
 }
 
 // persist makes the store p survive a restart, if its key is still

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modgate/modgate/internal/writeback"
 	"golang.org/x/mod/sumdb"
 )
 
@@ -45,29 +46,26 @@ type ops struct {
 	onTree     func(signedNote []byte)
 	root       *os.Root
 
-	mu     sync.Mutex        // guards config and dirty
+	mu     sync.Mutex        // guards config, dirty and configQueued
 	config map[string][]byte // config files, as last written or read
 	dirty  map[string][]byte // config files to write (their latest content)
-	// configChanged tells writeFiles that dirty has files (1 buffered).
-	configChanged chan struct{}
+	// configQueued is set while writer has a config write to do.
+	configQueued bool
 
-	// cacheWrites queues WriteCache's files for writeCached; written is
-	// closed when it has drained the queue after close. closed (under
-	// qmu) refuses further sends: then WriteCache writes itself.
-	qmu         sync.RWMutex
-	closed      bool
-	cacheWrites chan cacheFile
-	written     chan struct{}
+	// writer writes the files behind the calls that ask for them.
+	writer *writeback.Queue[fileWrite]
 }
 
-// cacheFile is a record or tile to write under cache/.
-type cacheFile struct {
-	name string
-	data []byte
+// A fileWrite is a record or tile to write under cache/ or, config set,
+// the config files changed since they were last written.
+type fileWrite struct {
+	name   string
+	data   []byte
+	config bool
 }
 
-// maxCacheWrites bounds the records and tiles waiting to be written.
-const maxCacheWrites = 256
+// maxWrites bounds the files waiting to be written.
+const maxWrites = 256
 
 func newOps(ctx context.Context, cfg Config, key string, onSecurity func(string)) (*ops, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
@@ -78,52 +76,35 @@ func newOps(ctx context.Context, cfg Config, key string, onSecurity func(string)
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	o := &ops{
-		ctx:           ctx,
-		key:           key,
-		fetch:         cfg.Fetch,
-		timeout:       cfg.FetchTimeout,
-		log:           cfg.Logger,
-		onSecurity:    onSecurity,
-		onTree:        cfg.OnTree,
-		root:          root,
-		config:        map[string][]byte{},
-		dirty:         map[string][]byte{},
-		configChanged: make(chan struct{}, 1),
-		cacheWrites:   make(chan cacheFile, maxCacheWrites),
-		written:       make(chan struct{}),
+		ctx:        ctx,
+		key:        key,
+		fetch:      cfg.Fetch,
+		timeout:    cfg.FetchTimeout,
+		log:        cfg.Logger,
+		onSecurity: onSecurity,
+		onTree:     cfg.OnTree,
+		root:       root,
+		config:     map[string][]byte{},
+		dirty:      map[string][]byte{},
 	}
-	go o.writeFiles()
+	o.writer = writeback.New(maxWrites, o.write)
 	return o, nil
 }
 
 // close writes the files still to be written, then closes the root.
 func (o *ops) close() error {
-	o.qmu.Lock()
-	if !o.closed {
-		o.closed = true
-		close(o.cacheWrites)
-	}
-	o.qmu.Unlock()
-	<-o.written
+	o.writer.Close()
 	return o.root.Close()
 }
 
-// writeFiles writes the queued records and tiles and the changed config
-// files until the queue is closed and drained, then the config files
-// changed last.
-func (o *ops) writeFiles() {
-	defer close(o.written)
-	for {
-		select {
-		case f, ok := <-o.cacheWrites:
-			if !ok {
-				o.writeConfig()
-				return
-			}
-			o.writeCache(f)
-		case <-o.configChanged:
-			o.writeConfig()
-		}
+// write is writer's work: one fileWrite.
+func (o *ops) write(w fileWrite) {
+	if w.config {
+		o.writeConfig()
+		return
+	}
+	if err := o.writeFile(path.Join("cache", w.name), w.data); err != nil {
+		o.log.Warn("verify: caching checksum database data", "file", w.name, "err", err)
 	}
 }
 
@@ -131,7 +112,7 @@ func (o *ops) writeFiles() {
 func (o *ops) writeConfig() {
 	o.mu.Lock()
 	dirty := o.dirty
-	o.dirty = map[string][]byte{}
+	o.dirty, o.configQueued = map[string][]byte{}, false
 	o.mu.Unlock()
 	for file, data := range dirty {
 		if err := o.writeFile(path.Join("config", file), data); err != nil {
@@ -188,26 +169,28 @@ func (o *ops) WriteConfig(file string, old, new []byte) error {
 	return nil
 }
 
-// swapConfig replaces old with new in memory, and has writeFiles write
-// it.
+// swapConfig replaces old with new in memory, and has writer write it:
+// one config write queued at a time, which writes the newest content.
 func (o *ops) swapConfig(file string, old, new []byte) error {
 	if file == "key" {
 		return errors.New("verify: the checksum database's key is not written")
 	}
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	cur, err := o.configLocked(file)
-	if err != nil {
-		return err
+	if err == nil && !bytes.Equal(cur, old) {
+		err = sumdb.ErrWriteConflict
 	}
-	if !bytes.Equal(cur, old) {
-		return sumdb.ErrWriteConflict
+	if err != nil {
+		o.mu.Unlock()
+		return err
 	}
 	new = bytes.Clone(new)
 	o.config[file], o.dirty[file] = new, new
-	select {
-	case o.configChanged <- struct{}{}:
-	default: // writeFiles has been told already
+	queue := !o.configQueued
+	o.configQueued = true
+	o.mu.Unlock()
+	if queue {
+		o.writer.Add(fileWrite{config: true}) // may write now: o.mu is not held
 	}
 	return nil
 }
@@ -217,31 +200,11 @@ func (o *ops) ReadCache(file string) ([]byte, error) {
 	return o.root.ReadFile(path.Join("cache", file))
 }
 
-// WriteCache stores a record or tile the Client has verified, soon: it
-// queues the file for writeCached, or writes it now if the queue is full
-// or closed. Failing to cache costs a later fetch, nothing more, so it is
-// only logged.
+// WriteCache stores a record or tile the Client has verified, soon (see
+// writeback.Queue.Add). Failing to cache costs a later fetch, nothing
+// more, so it is only logged.
 func (o *ops) WriteCache(file string, data []byte) {
-	f := cacheFile{name: file, data: data}
-	o.qmu.RLock()
-	queued := false
-	if !o.closed {
-		select {
-		case o.cacheWrites <- f:
-			queued = true
-		default:
-		}
-	}
-	o.qmu.RUnlock()
-	if !queued {
-		o.writeCache(f)
-	}
-}
-
-func (o *ops) writeCache(f cacheFile) {
-	if err := o.writeFile(path.Join("cache", f.name), f.data); err != nil {
-		o.log.Warn("verify: caching checksum database data", "file", f.name, "err", err)
-	}
+	o.writer.Add(fileWrite{name: file, data: data})
 }
 
 // Log logs the Client's chatter.
