@@ -550,7 +550,7 @@ func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEn
 			}
 			g.log.Info("checksum database fetched from sumdb_url", "url", db.URL.Redacted())
 		}
-		vc.Fetch = throughCache(g.cache, name, vc.Fetch)
+		vc.Fetch = g.cache.SumDBFetch(name, vc.Fetch)
 		vc.OnSecurityError = func(msg string) {
 			ev := &audit.Event{
 				Timestamp: time.Now().UTC(),

@@ -305,6 +305,8 @@ func rows() []row {
 			want: want{status: 200, cache: "bypass", decision: "serve"}},
 		{name: "sumdb lookup", target: "/sumdb/" + sumdbName + "/lookup/example.com/a@v1.0.0",
 			want: want{status: 200, body: "example.com/a v1.0.0 h1:", cache: "miss", decision: "forward", upstream: "pub0"}},
+		{name: "sumdb lookup of a version modgate verified is a hit", target: "/sumdb/" + sumdbName + "/lookup/example.com/a@v1.0.0", before: []string{"/example.com/a/@v/v1.0.0.mod"},
+			want: want{status: 200, body: "example.com/a v1.0.0 h1:", cache: "hit", decision: "serve", saw: one("pub0", 1)}},
 		{name: "sumdb other name", target: "/sumdb/sum.other.test/supported",
 			want: want{status: 403, cache: "bypass", decision: "deny", rule: policy.RuleSumDBAllowList}},
 		{name: "sumdb private lookup", target: "/sumdb/" + sumdbName + "/lookup/corp.example/private@v1.0.0",
@@ -695,9 +697,10 @@ func start(t *testing.T, fe FrontEnd, s setup, mods []*testproxy.Module) *harnes
 	uc := upstream.NewClient(upstream.ClientOptions{})
 	v, err := verify.New(t.Context(), verify.Config{
 		Key: key.Verifier, Dir: t.TempDir(), Ledger: led, Logger: log,
-		Fetch: func(ctx context.Context, p string) ([]byte, error) {
+		// Through the cache, as modgate serve reads it.
+		Fetch: c.SumDBFetch(sumdbName, func(ctx context.Context, p string) ([]byte, error) {
 			return uc.Get(ctx, h.serving(env.Public), "/sumdb/"+sumdbName+p, gate.MaxSumDBBytes)
-		},
+		}),
 	})
 	if err != nil {
 		t.Fatal(err)

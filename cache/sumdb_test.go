@@ -1,4 +1,4 @@
-package main
+package cache
 
 import (
 	"context"
@@ -7,23 +7,18 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/goproxy"
 )
 
-// TestThroughCache checks that the verifier's reads of lookups and tiles
+// TestSumDBFetch checks that the verifier's reads of lookups and tiles
 // share the cache entries of the go command's requests for them: a read
 // fills the entry the go command's request would hit, a cached entry
 // answers the read without a fetch, and nothing else is cached.
-func TestThroughCache(t *testing.T) {
-	c, err := cache.Open(cache.Config{Dir: t.TempDir(), HotBytes: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+func TestSumDBFetch(t *testing.T) {
+	c := openCache(t, Config{HotBytes: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
 	fetched := map[string]int{}
 	failing := errors.New("database down")
-	fetch := throughCache(c, "sum.example.com", func(ctx context.Context, p string) ([]byte, error) {
+	fetch := c.SumDBFetch("sum.example.com", func(ctx context.Context, p string) ([]byte, error) {
 		fetched[p]++
 		if p == "/lookup/example.com/down@v1.0.0" {
 			return nil, failing
@@ -71,7 +66,7 @@ func TestThroughCache(t *testing.T) {
 		t.Fatalf("the go command's lookup: %v, want the entry the verifier's read filled", err)
 	}
 	defer e.Close()
-	if string(e.Bytes()) != "data of "+lookup || e.Class != cache.SumDB {
+	if string(e.Bytes()) != "data of "+lookup || e.Class != SumDB {
 		t.Errorf("entry %q of class %v, want the record, class sumdb", e.Bytes(), e.Class)
 	}
 }
