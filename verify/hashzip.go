@@ -36,7 +36,7 @@ func hashZip(file string) (string, error) {
 		return "", err
 	}
 	defer z.Close()
-	z.RegisterDecompressor(zip.Deflate, newInflater)
+	z.RegisterDecompressor(zip.Deflate, newDecompressor)
 	var names []string
 	byName := make(map[string]*zip.File, len(z.File))
 	for _, f := range z.File {
@@ -58,39 +58,39 @@ func hashZip(file string) (string, error) {
 	return dirhash.Hash1(names, in.open)
 }
 
-// newInflater is the Deflate decompressor hashZip reads zips with:
+// newDecompressor is the Deflate decompressor hashZip reads zips with:
 // klauspost/compress's, which inflates about twice as fast as the standard
 // library's, the work that dominates hashing a zip. archive/zip still
 // checks every file's CRC-32 and size, and the hash is x/mod's.
 // Its readers are pooled, as archive/zip pools its own: a reader holds a
 // 32 KiB window, and a module has many small files.
-func newInflater(r io.Reader) io.ReadCloser {
-	if fr, ok := inflaters.Get().(io.ReadCloser); ok {
+func newDecompressor(r io.Reader) io.ReadCloser {
+	if fr, ok := decompressors.Get().(io.ReadCloser); ok {
 		if fr.(flate.Resetter).Reset(r, nil) == nil {
-			return &pooledInflater{fr}
+			return &pooledDecompressor{fr}
 		}
 	}
-	return &pooledInflater{flate.NewReader(r)}
+	return &pooledDecompressor{flate.NewReader(r)}
 }
 
-var inflaters sync.Pool
+var decompressors sync.Pool
 
-// pooledInflater returns its reader to the pool on Close.
-type pooledInflater struct {
+// pooledDecompressor returns its reader to the pool on Close.
+type pooledDecompressor struct {
 	io.ReadCloser
 }
 
-func (p *pooledInflater) Close() error {
+func (p *pooledDecompressor) Close() error {
 	if p.ReadCloser == nil {
 		return nil
 	}
 	err := p.ReadCloser.Close()
-	inflaters.Put(p.ReadCloser)
+	decompressors.Put(p.ReadCloser)
 	p.ReadCloser = nil
 	return err
 }
 
-func (p *pooledInflater) Read(b []byte) (int, error) {
+func (p *pooledDecompressor) Read(b []byte) (int, error) {
 	if p.ReadCloser == nil {
 		return 0, errors.New("verify: read after close")
 	}
