@@ -195,6 +195,14 @@ func (c *Cache) Get(ctx context.Context, key string) (*Entry, error) {
 	return nil, serr
 }
 
+// Peek reports what the disk tier holds for key, where every immutable
+// entry (.info, .mod, .zip) lives, for people looking (the console): it
+// counts no hit or miss, does not touch the eviction order, and does not
+// consult the shared tier. The entry may be expired.
+func (c *Cache) Peek(key string) (Meta, bool) {
+	return c.disk.peek(key)
+}
+
 // getLocal is Get from the local tiers only.
 func (c *Cache) getLocal(key string) (*Entry, error) {
 	now := c.now()

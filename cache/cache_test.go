@@ -726,3 +726,22 @@ func TestSmallBodyReplacesLargerDiskCopy(t *testing.T) {
 	}
 	mustGet(t, c, key, small)
 }
+
+// TestPeek: Peek sees what the disk tier holds and counts nothing.
+func TestPeek(t *testing.T) {
+	c := openCache(t, Config{})
+	const key = "/example.com/a/@v/v1.0.0.zip"
+	if _, ok := c.Peek(key); ok {
+		t.Fatalf("Peek(%q) before a store = found", key)
+	}
+	body := testBody(key, hotLimit+1)
+	m := put(t, c, key, Release, body)
+	before := c.Stats()
+	got, ok := c.Peek(key)
+	if !ok || got.SHA256 != m.SHA256 || got.Size != int64(len(body)) {
+		t.Errorf("Peek(%q) = %+v, %v; want %+v", key, got, ok, m)
+	}
+	if after := c.Stats(); after != before {
+		t.Errorf("Peek changed the stats: %+v, then %+v", before, after)
+	}
+}

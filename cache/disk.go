@@ -353,6 +353,17 @@ func (d *disk) lookup(key string) (Meta, bool) {
 	return e.meta, true
 }
 
+// peek is lookup without touching the LRU order.
+func (d *disk) peek(key string) (Meta, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.entries[key]
+	if e == nil {
+		return Meta{}, false
+	}
+	return e.meta, true
+}
+
 // store makes the blob at tmpPath (written and closed, not necessarily
 // synced) the body of m and indexes it, so that it is served from now on.
 // It takes ownership of tmpPath. The entry file that makes it survive a

@@ -405,6 +405,18 @@ func (c *Checker) AnchorAge() time.Duration {
 // A public version not yet known takes a lookup in the checksum database
 // and tlog proofs from its tiles; known ones are decided from memory.
 func (c *Checker) Check(ctx context.Context, path, version string, private bool) Verdict {
+	return c.check(ctx, path, version, private, true)
+}
+
+// Preview decides as Check would, for people asking (the console's "would
+// this be allowed?"), without recording a private version as seen: one it
+// has not seen is judged as if first seen now, and its cooldown still
+// starts at its first real request.
+func (c *Checker) Preview(ctx context.Context, path, version string, private bool) Verdict {
+	return c.check(ctx, path, version, private, false)
+}
+
+func (c *Checker) check(ctx context.Context, path, version string, private, record bool) Verdict {
 	if c == nil || c.sum == nil {
 		return Verdict{Allow: true, Rule: Rule, Evidence: "no cooldown"}
 	}
@@ -420,16 +432,16 @@ func (c *Checker) Check(ctx context.Context, path, version string, private bool)
 	}
 	now := c.now()
 	if private {
-		return c.checkPrivate(module.Version{Path: path, Version: version}, what, now)
+		return c.checkPrivate(module.Version{Path: path, Version: version}, what, now, record)
 	}
 	return c.checkPublic(ctx, path, version, what, now)
 }
 
-func (c *Checker) checkPrivate(mv module.Version, what string, now time.Time) Verdict {
+func (c *Checker) checkPrivate(mv module.Version, what string, now time.Time, record bool) Verdict {
 	if c.firstSeen == nil {
 		return Verdict{Allow: true, Rule: Rule, Evidence: "private module: exempt"}
 	}
-	t, err := c.privateFirstSeen(mv, now)
+	t, err := c.privateFirstSeen(mv, now, record)
 	if err != nil {
 		return c.unproven(what, "modgate could not record when it first saw this private version", err)
 	}

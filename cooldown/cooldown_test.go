@@ -615,3 +615,29 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("%d lookups, want about 18: concurrent Checks of a version must share one", n)
 	}
 }
+
+// TestPreviewRecordsNothing: Preview judges a private version it has not
+// seen as first seen now, and does not record it, so asking early does
+// not start its cooldown; Check then does.
+func TestPreviewRecordsNothing(t *testing.T) {
+	db := newTestDB(t)
+	clk := newClock(t0)
+	opts := options(t, db, nil, clk, t.TempDir())
+	opts.FirstSeen = func(string, string) (time.Time, bool) { return time.Time{}, false }
+	c := mustNew(t, opts)
+	if v := c.Preview(t.Context(), "corp.example/m", "v1.0.0", true); v.Allow || v.AvailableAfter != ceilMinute(t0.Add(minAge)) {
+		t.Fatalf("Preview(private, unseen) = %+v, want refused until %v", v, ceilMinute(t0.Add(minAge)))
+	}
+	clk.Advance(minAge / 2)
+	first := clk.Now()
+	if v := c.Preview(t.Context(), "corp.example/m", "v1.0.0", true); v.AvailableAfter != ceilMinute(first.Add(minAge)) {
+		t.Errorf("Preview after a while = %+v: the first Preview was recorded as a sight", v)
+	}
+	if v := c.Check(t.Context(), "corp.example/m", "v1.0.0", true); v.Allow || v.AvailableAfter != ceilMinute(first.Add(minAge)) {
+		t.Errorf("Check(private, first sight) = %+v, want refused until %v", v, ceilMinute(first.Add(minAge)))
+	}
+	clk.Advance(time.Minute)
+	if v := c.Preview(t.Context(), "corp.example/m", "v1.0.0", true); v.AvailableAfter != ceilMinute(first.Add(minAge)) {
+		t.Errorf("Preview after Check = %+v, want the recorded sight's time", v)
+	}
+}

@@ -40,8 +40,8 @@ func parseSeen(line []byte) (module.Version, time.Time, error) {
 // privateFirstSeen returns when modgate first saw the private version mv:
 // the earlier of what Options.FirstSeen says and the Checker's own
 // record. A version neither knows is seen first now: the Checker records
-// that, durably, before it returns.
-func (c *Checker) privateFirstSeen(mv module.Version, now time.Time) (time.Time, error) {
+// that, durably, before it returns, if record is set.
+func (c *Checker) privateFirstSeen(mv module.Version, now time.Time, record bool) (time.Time, error) {
 	t, ok := c.firstSeen(mv.Path, mv.Version)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -51,6 +51,8 @@ func (c *Checker) privateFirstSeen(mv module.Version, now time.Time) (time.Time,
 		return t, nil
 	case ownOK:
 		return own, nil
+	case !record:
+		return now, nil
 	}
 	line := formatSeen(mv, now)
 	if len(c.seen) >= maxSeen || len(line) > maxSeenLine {

@@ -205,6 +205,31 @@ func (r *Registry) State(name string) State {
 	return Removed
 }
 
+// A Status is one upstream's health, for people: its state and since when.
+type Status struct {
+	Name    string
+	URL     string
+	Private bool
+	State   State
+	// Since is when the upstream entered State (or was configured).
+	Since time.Time
+	// Fails is the count of consecutive failed reports.
+	Fails int
+}
+
+// Status returns every configured upstream's health, public ones first,
+// each set in its configured order.
+func (r *Registry) Status() []Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Status, 0, len(r.set.Public)+len(r.set.Private))
+	for _, u := range r.all() {
+		e := r.entries[u.Name]
+		out = append(out, Status{Name: u.Name, URL: u.URL.Redacted(), Private: u.Private, State: e.state, Since: e.since, Fails: e.fails})
+	}
+	return out
+}
+
 // Configured reports whether any private (or public) upstream is
 // configured, whatever its health.
 func (r *Registry) Configured(private bool) bool {

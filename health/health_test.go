@@ -129,3 +129,23 @@ func TestProbe(t *testing.T) {
 		t.Errorf("after 2 answered probes: %v, want healthy", r.State("u"))
 	}
 }
+
+func TestStatus(t *testing.T) {
+	clk := &clock{t: time.Unix(1_000_000, 0)}
+	set := &upstream.Set{
+		Public:  []*upstream.Upstream{mustParse(t, "pub", "http://127.0.0.1:1", false)},
+		Private: []*upstream.Upstream{mustParse(t, "priv", "http://127.0.0.1:2", true)},
+	}
+	r := New(set, Config{Now: clk.now, FailThreshold: 2, Logger: slog.New(slog.DiscardHandler)})
+	clk.advance(time.Minute)
+	r.Report("pub", false)
+	r.Report("pub", false) // now draining, since clk
+	got := r.Status()
+	want := []Status{
+		{Name: "pub", URL: "http://127.0.0.1:1", State: Draining, Since: clk.now(), Fails: 2},
+		{Name: "priv", URL: "http://127.0.0.1:2", Private: true, State: Healthy, Since: time.Unix(1_000_000, 0)},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Status() = %+v, want %+v", got, want)
+	}
+}

@@ -272,6 +272,25 @@ func TestTop(t *testing.T) {
 	if got := inv.Top(100); len(got) != 4 {
 		t.Errorf("Top(100) = %d modules, want 4", len(got))
 	}
+	for _, tc := range []struct {
+		substr string
+		n      int
+		want   []ModuleCount
+	}{
+		{"C.TEST", 10, []ModuleCount{{"c.test/z", 3, 2, 2}}},
+		{".test/", 2, []ModuleCount{{"c.test/z", 3, 2, 2}, {"d.test/w", 3, 2, 2}}},
+		{"/y", 10, []ModuleCount{{"b.test/y", 2, 2, 2}}},
+		{"nothing", 10, nil},
+		{"", 0, nil},
+	} {
+		got := inv.Search(tc.substr, tc.n)
+		if len(got) == 0 && len(tc.want) == 0 {
+			continue
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Search(%q, %d) = %+v, want %+v", tc.substr, tc.n, got, tc.want)
+		}
+	}
 }
 
 func TestMaxKeys(t *testing.T) {

@@ -130,18 +130,28 @@ func (inv *Inventory) Affected(module string, contains func(version string) bool
 // Top returns the n most fetched modules, most first (ties by path). n
 // <= 0 returns none.
 func (inv *Inventory) Top(n int) []ModuleCount {
+	return inv.Search("", n)
+}
+
+// Search returns the n most fetched modules whose path contains substr,
+// compared case-insensitively, most fetched first (ties by path); every
+// module if substr is "". n <= 0 returns none.
+func (inv *Inventory) Search(substr string, n int) []ModuleCount {
 	if n <= 0 {
 		return nil
 	}
+	substr = strings.ToLower(substr)
 	type mc struct {
 		module string
 		m      *moduleEntry
 	}
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
-	all := make([]mc, 0, len(inv.modules))
+	var all []mc
 	for mod, m := range inv.modules {
-		all = append(all, mc{mod, m})
+		if substr == "" || strings.Contains(strings.ToLower(mod), substr) {
+			all = append(all, mc{mod, m})
+		}
 	}
 	slices.SortFunc(all, func(a, b mc) int {
 		return cmp.Or(cmp.Compare(b.m.count, a.m.count), strings.Compare(a.module, b.module))

@@ -25,6 +25,7 @@ type Metrics struct {
 	reg *prometheus.Registry
 
 	requests        *prometheus.CounterVec
+	refusals        *prometheus.CounterVec
 	requestDuration *prometheus.HistogramVec
 	upstreamFetch   *prometheus.HistogramVec
 	verifications   *prometheus.CounterVec
@@ -97,7 +98,11 @@ func New() *Metrics {
 		Name: "modgate_xds_nacks_total",
 		Help: "NACKs (rejected snapshot versions) the xDS server received, by resource type (cds, eds, lds, rds, sds, …, other). A client is not sent a version it rejected again; each rejection is logged and audited once.",
 	}, []string{"type"})
-	m.reg.MustRegister(m.requests, m.requestDuration, m.upstreamFetch, m.verifications, m.upstreamState,
+	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "modgate_refusals_total",
+		Help: "Requests refused (their audit event's decision is deny or reject), by rule: a policy rule's name, cooldown, vulnerabilities, auth, budget-…, grammar….",
+	}, []string{"rule"})
+	m.reg.MustRegister(m.requests, m.refusals, m.requestDuration, m.upstreamFetch, m.verifications, m.upstreamState,
 		m.extprocStreams, m.extprocActive, m.extprocPhase, m.xdsNacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -107,6 +112,10 @@ func New() *Metrics {
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
+
+// Gatherer is the registry the handler serves, for readers in the
+// process (the console's charts): what they read is what /metrics says.
+func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
 
 // Register adds a collector (the cache's, the audit queue's).
 func (m *Metrics) Register(c prometheus.Collector) { m.reg.MustRegister(c) }
@@ -130,6 +139,14 @@ func (m *Metrics) Request(kind string, status int, cache string, d time.Duration
 	rs := v.(requestSeries)
 	rs.count.Inc()
 	rs.duration.Observe(d.Seconds())
+}
+
+// Refusal counts one refused request by the rule that refused it.
+func (m *Metrics) Refusal(rule string) {
+	if rule == "" {
+		rule = "none"
+	}
+	m.refusals.WithLabelValues(rule).Inc()
 }
 
 // UpstreamFetch records one upstream's answer (or failure) time.

@@ -17,8 +17,11 @@ func TestRequestSeries(t *testing.T) {
 	m.Request("", 400, "", time.Microsecond)
 	m.Phase("request_headers", time.Millisecond)
 	m.Phase("request_headers", time.Millisecond)
+	m.Refusal("cooldown")
+	m.Refusal("cooldown")
+	m.Refusal("")
 
-	families, err := m.reg.Gather()
+	families, err := m.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,6 +49,8 @@ func TestRequestSeries(t *testing.T) {
 		"modgate_request_duration_seconds cache=miss kind=zip":         1,
 		"modgate_extproc_phase_duration_seconds phase=request_headers": 2,
 		"modgate_request_duration_seconds cache=bypass kind=none":      1,
+		"modgate_refusals_total rule=cooldown":                         2,
+		"modgate_refusals_total rule=none":                             1,
 	} {
 		if got[key] != want {
 			t.Errorf("%s = %v, want %v", key, got[key], want)

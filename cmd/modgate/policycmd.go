@@ -123,21 +123,37 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(groups) == 0 {
 		groups, _ = groupsOf(cfg, as) // the token's groups, as the server sees them
 	}
-	v := rules.Decide(policy.Subject{Name: as, Groups: groups}, mod, version, goproxy.KindZip)
-	if v.Allow && cfg.Policy.Cooldown.MinAge > 0 {
-		cv, err := checkCooldown(ctx, cfg, mod, version)
-		if err != nil {
-			return err
-		}
-		if !cv.Allow {
-			v = policy.RuleVerdict{Rule: cv.Rule, Reason: cv.Reason, RuleReason: cv.Reason}
-		}
+	var cool func(context.Context) (cooldown.Verdict, error)
+	if cfg.Policy.Cooldown.MinAge > 0 {
+		cool = func(ctx context.Context) (cooldown.Verdict, error) { return checkCooldown(ctx, cfg, mod, version) }
+	}
+	v, err := decideZip(ctx, rules, policy.Subject{Name: as, Groups: groups}, mod, version, cool)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintln(stdout, checkLine(mod+"@"+version, v))
 	if !v.Allow {
 		return fmt.Errorf("policy check: denied; a go command would be told: %s", v.Reason)
 	}
 	return nil
+}
+
+// decideZip decides for the .zip of mod@version as subj: the policy
+// rules, then, if they allow it, the cooldown (cool; nil when it is off).
+// It is `modgate policy check`'s decision and the console's.
+func decideZip(ctx context.Context, rules *policy.Rules, subj policy.Subject, mod, version string, cool func(context.Context) (cooldown.Verdict, error)) (policy.RuleVerdict, error) {
+	v := rules.Decide(subj, mod, version, goproxy.KindZip)
+	if !v.Allow || cool == nil {
+		return v, nil
+	}
+	cv, err := cool(ctx)
+	if err != nil {
+		return policy.RuleVerdict{}, err
+	}
+	if !cv.Allow {
+		v = policy.RuleVerdict{Rule: cv.Rule, Reason: cv.Reason, RuleReason: cv.Reason}
+	}
+	return v, nil
 }
 
 // checkLine is the line `policy check` prints for the verdict v on
