@@ -6,7 +6,7 @@ PKGS    := ./...
 # Flags for `make run`, e.g. make run ARGS='--config modgate.yaml'
 ARGS    ?=
 
-.PHONY: help build run test deps s3-server peers generate check-generated vet lint fmt-check fuzz bench bench-deps clean
+.PHONY: help build run test deps screenshots s3-server peers generate check-generated vet lint fmt-check fuzz bench bench-deps clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,15 +22,16 @@ test: deps fmt-check vet lint check-generated ## install what the tests need, th
 
 # What the tests need beyond Go modules: clang, llvm and libbpf's headers to
 # regenerate the eBPF objects, iproute2 for the namespace tests, git for the
-# VCS origin's tests (a real Git server, git http-backend). Installed when
+# VCS origin's tests (a real Git server, git http-backend), Debian's
+# chromium for the console's browser tests (headless). Installed when
 # missing and we are root (as CI is). Then a real S3 server (versitygw),
 # built once from its Go module into ~/.cache/modgate-test/bin and reused.
 # (NATS needs nothing: the tests embed the real nats-server.)
 deps: s3-server
-	@if ! command -v clang >/dev/null || ! command -v llvm-strip >/dev/null || ! test -f /usr/include/bpf/bpf_helpers.h || ! command -v ip >/dev/null || ! command -v git >/dev/null; then \
+	@if ! command -v clang >/dev/null || ! command -v llvm-strip >/dev/null || ! test -f /usr/include/bpf/bpf_helpers.h || ! command -v ip >/dev/null || ! command -v git >/dev/null || ! command -v chromium >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang llvm libbpf-dev iproute2 git; \
-		else echo "not root: clang, llvm, libbpf-dev, iproute2 or git missing; the tests that need them will skip"; fi; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang llvm libbpf-dev iproute2 git chromium; \
+		else echo "not root: clang, llvm, libbpf-dev, iproute2, git or chromium missing; the tests that need them will skip"; fi; \
 	fi
 
 # The real S3 server of the tests (versitygw), built once from its Go module.
@@ -64,6 +65,10 @@ lint:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# The console's pages, as the browser tests see them, for the README.
+screenshots: deps ## write the web console's screenshots to docs/screenshots/
+	MODGATE_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run 'TestConsole$$' -v ./integration
 
 fuzz: ## fuzz the request grammar for FUZZTIME (default 60s)
 	$(GO) test ./goproxy -run '^$$' -fuzz FuzzParse -fuzztime $(or $(FUZZTIME),60s)

@@ -77,6 +77,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -146,14 +147,22 @@ type Inventory struct {
 	// written by one at a time and records reach it in order.
 	flushMu sync.Mutex
 
-	mu       sync.RWMutex
-	modules  map[string]*moduleEntry
-	strs     map[string]string // interned versions and identities
-	dirty    []key             // keys changed since the last flush
-	keys     int
-	stats    Stats
-	warnFull bool // the refusal has been logged
-	closed   bool
+	mu      sync.RWMutex
+	modules map[string]*moduleEntry
+	// paths is every module path, lower-cased and followed by '\n', in the
+	// order first seen; pathEnds[i] is the end of the i-th, pathMods[i]
+	// its path as written and pathEntries[i] its entry. Search scans this one block of memory, not the
+	// map's scattered keys.
+	paths       []byte
+	pathEnds    []int
+	pathMods    []string
+	pathEntries []*moduleEntry
+	strs        map[string]string // interned versions and identities
+	dirty       []key             // keys changed since the last flush
+	keys        int
+	stats       Stats
+	warnFull    bool // the refusal has been logged
+	closed      bool
 }
 
 // moduleEntry is one module's versions.
@@ -434,6 +443,10 @@ func (inv *Inventory) merge(k key, v stat, add bool) bool {
 		if m == nil {
 			m = &moduleEntry{versions: make(map[string]map[string]stat)}
 			inv.modules[k.module] = m
+			inv.paths = append(append(inv.paths, strings.ReplaceAll(strings.ToLower(k.module), "\n", " ")...), '\n')
+			inv.pathEnds = append(inv.pathEnds, len(inv.paths)-1)
+			inv.pathMods = append(inv.pathMods, k.module)
+			inv.pathEntries = append(inv.pathEntries, m)
 		}
 		if ids == nil {
 			ids = make(map[string]stat, 1)

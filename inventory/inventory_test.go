@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -572,4 +574,48 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 	compare(t, "reopened", query(t, re), want)
+}
+
+// TestSearchMatchesScan: Search finds exactly the modules whose path
+// contains the text, case-insensitively, as a scan of every path would,
+// whatever the paths hold (a newline from a hand-made audit file too).
+func TestSearchMatchesScan(t *testing.T) {
+	inv := open(t, Options{})
+	var mods []string
+	for i := range 300 {
+		mods = append(mods, fmt.Sprintf("Example.com/Org%d/mod%d", i%7, i))
+	}
+	mods = append(mods, "odd.example/line\nbreak", "odd.example/MiXeD")
+	for i, m := range mods {
+		inv.Add(fetch(i, alice, m, "v1.0.0", "zip", 200))
+		if i%3 == 0 {
+			inv.Add(fetch(i, ci, m, "v1.0.0", "zip", 200))
+		}
+	}
+	for _, q := range []string{"org3", "ORG3/MOD1", "mod29", "example", "odd.example/m", "line", "break", "line\nbreak", "e\nb", "zzz", "/"} {
+		got := inv.Search(q, 1000)
+		var want []string
+		for _, m := range mods {
+			if strings.Contains(strings.ToLower(m), strings.ToLower(q)) && !strings.Contains(q, "\n") {
+				want = append(want, m)
+			}
+		}
+		var names []string
+		for _, mc := range got {
+			names = append(names, mc.Module)
+		}
+		slices.Sort(names)
+		slices.Sort(want)
+		if !slices.Equal(names, want) {
+			t.Errorf("Search(%q) = %d modules %q, want %d %q", q, len(names), names, len(want), want)
+		}
+		// The first 7, in order: the most fetched, ties by path.
+		all := inv.Search(q, 1000)
+		slices.SortFunc(all, func(a, b ModuleCount) int {
+			return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Module, b.Module))
+		})
+		if top := inv.Search(q, 7); !reflect.DeepEqual(top, all[:min(7, len(all))]) && len(all) > 0 {
+			t.Errorf("Search(%q, 7) = %v, want %v", q, top, all[:min(7, len(all))])
+		}
+	}
 }

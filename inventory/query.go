@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"slices"
@@ -135,28 +136,31 @@ func (inv *Inventory) Top(n int) []ModuleCount {
 
 // Search returns the n most fetched modules whose path contains substr,
 // compared case-insensitively, most fetched first (ties by path); every
-// module if substr is "". n <= 0 returns none.
+// module if substr is "", none if it holds a newline. n <= 0 returns none.
 func (inv *Inventory) Search(substr string, n int) []ModuleCount {
-	if n <= 0 {
+	if n <= 0 || strings.Contains(substr, "\n") {
 		return nil
-	}
-	substr = strings.ToLower(substr)
-	type mc struct {
-		module string
-		m      *moduleEntry
 	}
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
-	var all []mc
-	for mod, m := range inv.modules {
-		if substr == "" || strings.Contains(strings.ToLower(mod), substr) {
-			all = append(all, mc{mod, m})
+	best := topN{n: n}
+	if substr == "" {
+		for i, m := range inv.pathEntries {
+			best.offer(inv.pathMods[i], m)
+		}
+	} else {
+		needle := []byte(strings.ToLower(substr))
+		for from := 0; from < len(inv.paths); {
+			i := bytes.Index(inv.paths[from:], needle)
+			if i < 0 {
+				break
+			}
+			line, _ := slices.BinarySearch(inv.pathEnds, from+i)
+			best.offer(inv.pathMods[line], inv.pathEntries[line])
+			from = inv.pathEnds[line] + 1
 		}
 	}
-	slices.SortFunc(all, func(a, b mc) int {
-		return cmp.Or(cmp.Compare(b.m.count, a.m.count), strings.Compare(a.module, b.module))
-	})
-	all = all[:min(n, len(all))]
+	all := best.sorted()
 	out := make([]ModuleCount, len(all))
 	for i, c := range all {
 		ids := make(map[string]struct{})
@@ -168,4 +172,69 @@ func (inv *Inventory) Search(substr string, n int) []ModuleCount {
 		out[i] = ModuleCount{Module: c.module, Count: c.m.count, Versions: len(c.m.versions), Identities: len(ids)}
 	}
 	return out
+}
+
+// moduleRef is a module and its entry.
+type moduleRef struct {
+	module string
+	m      *moduleEntry
+}
+
+// before orders modules most fetched first, ties by path.
+func (a moduleRef) before(b moduleRef) bool {
+	return cmp.Or(cmp.Compare(b.m.count, a.m.count), strings.Compare(a.module, b.module)) < 0
+}
+
+// topN keeps the n modules offered that come first: a heap whose root is
+// the last of them, so that most offers cost one comparison.
+type topN struct {
+	n    int
+	heap []moduleRef
+}
+
+func (t *topN) offer(module string, m *moduleEntry) {
+	r := moduleRef{module, m}
+	h := t.heap
+	if len(h) < t.n {
+		h = append(h, r)
+		for i := len(h) - 1; i > 0; { // up
+			parent := (i - 1) / 2
+			if !h[parent].before(h[i]) {
+				break
+			}
+			h[parent], h[i] = h[i], h[parent]
+			i = parent
+		}
+		t.heap = h
+		return
+	}
+	if !r.before(h[0]) {
+		return
+	}
+	h[0] = r
+	for i := 0; ; { // down
+		last, l, rt := i, 2*i+1, 2*i+2
+		if l < len(h) && h[last].before(h[l]) {
+			last = l
+		}
+		if rt < len(h) && h[last].before(h[rt]) {
+			last = rt
+		}
+		if last == i {
+			break
+		}
+		h[i], h[last] = h[last], h[i]
+		i = last
+	}
+}
+
+// sorted returns the modules kept, first first.
+func (t *topN) sorted() []moduleRef {
+	slices.SortFunc(t.heap, func(a, b moduleRef) int {
+		if a.before(b) {
+			return -1
+		}
+		return 1
+	})
+	return t.heap
 }

@@ -100,7 +100,7 @@ func New() *Metrics {
 	}, []string{"type"})
 	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "modgate_refusals_total",
-		Help: "Requests refused (their audit event's decision is deny or reject), by rule: a policy rule's name, cooldown, vulnerabilities, auth, budget-…, grammar….",
+		Help: "Requests refused (their audit event's decision is deny or reject), by rule: a policy rule's name, cooldown, vulnerability, auth, budget-…, grammar….",
 	}, []string{"rule"})
 	m.reg.MustRegister(m.requests, m.refusals, m.requestDuration, m.upstreamFetch, m.verifications, m.upstreamState,
 		m.extprocStreams, m.extprocActive, m.extprocPhase, m.xdsNacks,

@@ -28,7 +28,8 @@ import (
 )
 
 // adminHandler serves the admin listener: health, readiness, metrics,
-// profiles, and the cache operations behind `modgate cache`.
+// profiles, the cache operations behind `modgate cache`, and the web
+// console.
 func (g *standalone) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -62,6 +63,12 @@ func (g *standalone) adminHandler() http.Handler {
 	if g.inventory != nil {
 		// Who fetched what: identities, not secrets; as open as /metrics.
 		mux.Handle("GET /inventory/", g.inventory.Handler())
+	}
+	if g.console != nil {
+		// The console does its own authentication: the admin token, or a
+		// session its login form made from it.
+		mux.Handle("/ui/", g.console.Handler())
+		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	}
 	// Profiles, for operators: they show memory, and so may show secrets.
 	mux.Handle("GET /debug/pprof/", g.guard(http.HandlerFunc(pprof.Index)))

@@ -48,6 +48,9 @@ type fileConfig struct {
 	// token written at every start to admin-token (mode 0600) in the cache
 	// directory, where `modgate cache` looks for it.
 	AdminTokenFile string `yaml:"admin_token_file"`
+	// Console is the web console on the admin listener, under /ui/.
+	// Default: on, for the admin token's holders.
+	Console consoleConfig `yaml:"console"`
 	// ExtProcListen is the ext_proc gRPC listener Envoy streams requests
 	// to. Default 127.0.0.1:9002; "off" disables it.
 	ExtProcListen string `yaml:"extproc_listen"`
@@ -269,6 +272,22 @@ type blobTLSConfig struct {
 	// name, an IP address, or a URI (spiffe://...). Default: the host of
 	// xds.blob_addr.
 	SAN string `yaml:"san"`
+}
+
+// consoleConfig is the console section.
+type consoleConfig struct {
+	// Disabled turns the console off. Default false.
+	Disabled bool `yaml:"disabled"`
+	// AnonymousLoopback lets clients on a loopback address see the
+	// console without the admin token. Default false.
+	AnonymousLoopback bool `yaml:"anonymous_loopback"`
+	// SampleInterval is how often the overview's charts sample the
+	// metrics; they show the last 360 samples. Default 10s (an hour).
+	SampleInterval time.Duration `yaml:"sample_interval"`
+	// AuditEvents bounds the audit events the console's index holds,
+	// newest kept (about 60 bytes of memory each, plus their distinct
+	// strings). Default 1,000,000.
+	AuditEvents int `yaml:"audit_events"`
 }
 
 type auditConfig struct {
@@ -527,6 +546,12 @@ func (c *fileConfig) refusePrivateNotFound() (bool, error) {
 // check validates the fields that are not checked by the constructors they
 // feed.
 func (c *fileConfig) check() error {
+	if c.Console.AuditEvents < 0 {
+		return errors.New("console.audit_events: negative")
+	}
+	if c.Console.SampleInterval < 0 || (c.Console.SampleInterval > 0 && c.Console.SampleInterval < 100*time.Millisecond) {
+		return fmt.Errorf("console.sample_interval: %s: want at least 100ms", c.Console.SampleInterval)
+	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		return errors.New("tls: cert and key go together")
 	}

@@ -32,9 +32,12 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/modgate/modgate/audit"
+	"github.com/modgate/modgate/auditindex"
 	"github.com/modgate/modgate/auth"
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/capability"
+	"github.com/modgate/modgate/console"
+	"github.com/modgate/modgate/console/history"
 	"github.com/modgate/modgate/cooldown"
 	"github.com/modgate/modgate/coord"
 	"github.com/modgate/modgate/extproc"
@@ -198,11 +201,10 @@ func runGateway(ctx context.Context, cmd string, f *serveFlags, stdout, stderr i
 	if err := f.checkTransparent(cfg); err != nil {
 		return err
 	}
-	g, err := newGateway(ctx, cfg, env, stdout, log)
+	g, err := newGateway(ctx, cfg, f.config, env, stdout, log)
 	if err != nil {
 		return err
 	}
-	g.cfgPath = f.config
 	defer g.close()
 	return g.run(ctx)
 }
@@ -317,10 +319,17 @@ type standalone struct {
 	vcsOrigin *vcs.Origin
 	// adminToken is what the admin listener's guarded endpoints require.
 	adminToken string
+	// console is the web console, nil when it is off; history and
+	// auditIndex are what it reads (auditIndex nil without an audit
+	// file). policyNow is the policy in force, for it.
+	console    *console.Console
+	history    *history.Sampler
+	auditIndex *auditindex.Index
+	policyNow  atomic.Pointer[policyInForce]
 	ready      atomic.Bool
 }
 
-func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Writer, log *slog.Logger) (*standalone, error) {
+func newGateway(ctx context.Context, cfg *fileConfig, cfgPath string, env goEnv, stdout io.Writer, log *slog.Logger) (*standalone, error) {
 	set, err := cfg.upstreams(env)
 	if err != nil {
 		return nil, err
@@ -333,7 +342,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 	if err != nil {
 		return nil, err
 	}
-	g := &standalone{cfg: cfg, log: log, meshTLS: meshTLS, caps: capability.NewKey(0, nil)}
+	g := &standalone{cfg: cfg, cfgPath: cfgPath, log: log, meshTLS: meshTLS, caps: capability.NewKey(0, nil)}
 	if err := g.openAudit(stdout); err != nil {
 		return nil, err
 	}
@@ -470,6 +479,11 @@ func newGateway(ctx context.Context, cfg *fileConfig, env goEnv, stdout io.Write
 		return nil, err
 	}
 	g.proc, g.auth, g.policy = proc, authn, pol
+	g.policyNow.Store(&policyInForce{rules: rules, cfg: cfg, source: g.cfgPath, loaded: time.Now()})
+	if err := g.openConsole(cfg); err != nil {
+		g.close()
+		return nil, err
+	}
 	g.metrics.Register(metrics.CounterFunc("modgate_cache_quarantined_total",
 		"Cache entries that cache verify found changed on disk or no longer verifying, and took out of service",
 		func() float64 { return float64(g.quarantined.Load()) }))
@@ -621,23 +635,28 @@ func (g *standalone) openAuth(cfg *fileConfig) (*auth.Authenticator, error) {
 	return authn, nil
 }
 
-// auditor is where the processor's audit events go: the audit writer,
-// and the inventory, which keeps who fetched what from the same events.
+// auditor is where the processor's audit events go: the audit writer;
+// the inventory, which keeps who fetched what from the same events; and
+// the refusals metric, counted from them.
 func (g *standalone) auditor() gate.Auditor {
-	if g.inventory == nil {
-		return g.audit
-	}
-	return teeAuditor{g.inventory, g.audit}
+	return eventTee{g.inventory, g.metrics, g.audit}
 }
 
-// teeAuditor feeds every event to the inventory, then records it.
-type teeAuditor struct {
+// eventTee feeds every event to the inventory (if any) and counts
+// refusals, then records it.
+type eventTee struct {
 	inv *inventory.Inventory
+	m   *metrics.Metrics
 	w   *audit.Writer
 }
 
-func (t teeAuditor) Record(e *audit.Event) error {
-	t.inv.Add(e)
+func (t eventTee) Record(e *audit.Event) error {
+	if t.inv != nil {
+		t.inv.Add(e)
+	}
+	if e.Event.Action == audit.ActionRequest && (e.Modgate.Decision == "deny" || e.Modgate.Decision == "reject") {
+		t.m.Refusal(e.Modgate.Rule)
+	}
 	return t.w.Record(e)
 }
 
@@ -782,6 +801,11 @@ func (g *standalone) close() {
 			g.log.Error("audit events may be lost", "err", err)
 		}
 	}
+	if g.auditIndex != nil {
+		if err := g.auditIndex.Close(); err != nil {
+			g.log.Error("closing the console's audit index", "err", err)
+		}
+	}
 	if g.inventory != nil {
 		if err := g.inventory.Close(); err != nil {
 			g.log.Error("closing the inventory", "err", err)
@@ -898,6 +922,9 @@ func (g *standalone) run(ctx context.Context) error {
 	pc := health.ProbeConfig{Client: g.client, Path: g.cfg.Health.ProbePath, Interval: g.cfg.Health.Interval, Timeout: g.cfg.Health.Timeout}
 	lw.Go(func() { g.health.RunProber(loops, pc) })
 	lw.Go(func() { g.xds.Run(loops) })
+	if g.history != nil {
+		lw.Go(func() { g.history.Run(loops) })
+	}
 	lw.Go(func() { g.reloadOnHUP(loops) })
 	if g.vulnStore != nil {
 		lw.Go(func() { g.vulnStore.Run(loops) })
@@ -1119,6 +1146,7 @@ func (g *standalone) reload() error {
 	}
 	g.health.Configure(set)
 	g.proc.SetRules(rules)
+	g.policyNow.Store(&policyInForce{rules: rules, cfg: cfg, source: g.cfgPath, loaded: time.Now()})
 	if g.vulnStore != nil {
 		// SIGHUP also asks the vulnerability database now, not at the next
 		// refresh; failing that keeps the data held.

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/module"
+
+	"github.com/modgate/modgate/auditindex"
+	"github.com/modgate/modgate/console"
+	"github.com/modgate/modgate/console/history"
+	"github.com/modgate/modgate/cooldown"
+	"github.com/modgate/modgate/goproxy"
+	"github.com/modgate/modgate/health"
+	"github.com/modgate/modgate/policy"
+)
+
+// policyInForce is the policy the gateway decides with, and where it came
+// from, for the console; replaced whole on a reload.
+type policyInForce struct {
+	rules  *policy.Rules
+	cfg    *fileConfig
+	source string
+	loaded time.Time
+}
+
+// openConsole makes the console and what it reads: the metrics history
+// and, when the audit log is a file, the index of its events. Its loops
+// run in run.
+func (g *standalone) openConsole(cfg *fileConfig) error {
+	if cfg.Console.Disabled || cfg.Admin == "off" {
+		return nil
+	}
+	g.history = history.New(g.metrics.Gatherer(), history.Options{Interval: cfg.Console.SampleInterval, Logger: g.log})
+	cc := console.Config{
+		Token:             g.adminToken,
+		AnonymousLoopback: cfg.Console.AnonymousLoopback,
+		History:           g.history,
+		Gateway:           consoleGateway{g},
+		Logger:            g.log,
+	}
+	if g.inventory != nil {
+		cc.Inventory = g.inventory
+	}
+	if cfg.Audit != "" {
+		ix, err := auditindex.Open(auditindex.Options{Path: cfg.Audit, MaxEvents: cfg.Console.AuditEvents, Logger: g.log})
+		if err != nil {
+			return fmt.Errorf("console: %w", err)
+		}
+		g.auditIndex = ix
+		cc.Audit = ix
+	} else {
+		cc.AuditNote = "it goes to standard output"
+	}
+	c, err := console.New(cc)
+	if err != nil {
+		return err
+	}
+	g.console = c
+	return nil
+}
+
+// consoleGateway is what the console asks the running gateway.
+type consoleGateway struct{ g *standalone }
+
+func (cg consoleGateway) Upstreams() []health.Status { return cg.g.health.Status() }
+
+func (cg consoleGateway) Cached(mod, version string) console.Cached {
+	var c console.Cached
+	for _, k := range []struct {
+		kind goproxy.Kind
+		set  *bool
+	}{{goproxy.KindInfo, &c.Info}, {goproxy.KindMod, &c.Mod}, {goproxy.KindZip, &c.Zip}} {
+		m, ok := cg.g.cache.Peek(goproxy.Request{Kind: k.kind, Module: mod, Version: version}.Path())
+		if !ok {
+			continue
+		}
+		*k.set = true
+		if m.Stored.After(c.Stored) {
+			c.Stored = m.Stored
+		}
+		if k.kind == goproxy.KindZip {
+			c.ZipSize = m.Size
+		}
+	}
+	return c
+}
+
+func (cg consoleGateway) Vulnerabilities(mod, version string) []string {
+	if cg.g.vulnCheck == nil {
+		return nil
+	}
+	return cg.g.vulnCheck.Check(mod, version, time.Now()).IDs
+}
+
+// Check decides as `modgate policy check` does (decideZip), with the
+// gateway's own rules, tokens and cooldown (which records nothing for a
+// question: cooldown.Checker.Preview).
+func (cg consoleGateway) Check(ctx context.Context, mod, version, name string) (console.Decision, error) {
+	mod, version, err := parseModuleVersion(mod + "@" + version)
+	if err != nil {
+		return console.Decision{}, err
+	}
+	p := cg.g.policyNow.Load()
+	var groups []string
+	if name != "" {
+		groups, _ = groupsOf(p.cfg, name)
+	}
+	var cool func(context.Context) (cooldown.Verdict, error)
+	if c := cg.g.cooldown; c != nil {
+		private := module.MatchPrefixPatterns(strings.Join(p.cfg.privatePatterns(cg.g.env), ","), mod)
+		cool = func(ctx context.Context) (cooldown.Verdict, error) { return c.Preview(ctx, mod, version, private), nil }
+	}
+	v, err := decideZip(ctx, p.rules, policy.Subject{Name: name, Groups: groups}, mod, version, cool)
+	if err != nil {
+		return console.Decision{}, err
+	}
+	d := console.Decision{Allow: v.Allow, Line: checkLine(mod+"@"+version, v), Rule: v.Rule, Reason: v.Reason, Groups: groups}
+	if vc := cg.g.vulnCheck; vc != nil {
+		vv := vc.Check(mod, version, time.Now())
+		d.Vulnerabilities, d.VulnAction = vv.IDs, vv.Action
+	}
+	return d, nil
+}
+
+func (cg consoleGateway) Policy() console.Policy {
+	p := cg.g.policyNow.Load()
+	pc := p.cfg.Policy
+	out := console.Policy{
+		Source:          p.source,
+		Loaded:          p.loaded,
+		Default:         pc.Default,
+		Private:         p.cfg.privatePatterns(cg.g.env),
+		SumDBs:          p.cfg.sumDBs(cg.g.env),
+		Cooldown:        "off",
+		Vulnerabilities: "off",
+	}
+	if out.Default == "" {
+		out.Default = "allow"
+	}
+	if out.Source != "" {
+		if abs, err := filepath.Abs(out.Source); err == nil {
+			out.Source = abs
+		}
+	}
+	for i, r := range pc.Rules {
+		name := r.Name
+		if name == "" {
+			name = fmt.Sprintf("rule %d", i+1)
+		}
+		out.Rules = append(out.Rules, console.Rule{Name: name, Match: r.Match, Versions: r.Versions, Action: r.Action, Reason: r.Reason, Groups: r.Groups, BlockMod: r.BlockMod})
+	}
+	if c := pc.Cooldown; c.MinAge > 0 {
+		out.Cooldown = fmt.Sprintf("versions must have been public for %s (proven from the checksum database)", c.MinAge)
+		if len(c.Exempt) > 0 {
+			out.Cooldown += "; exempt: " + strings.Join(c.Exempt, ",")
+		}
+	}
+	if v := pc.Vulnerabilities; v.Action != "" && v.Action != "off" {
+		out.Vulnerabilities = v.Action + " versions the vulnerability database lists as affected"
+		if len(v.Accept) > 0 {
+			out.Vulnerabilities += fmt.Sprintf("; %d accepted", len(v.Accept))
+		}
+		if len(v.Exempt) > 0 {
+			out.Vulnerabilities += "; exempt: " + strings.Join(v.Exempt, ",")
+		}
+	}
+	return out
+}
