@@ -27,8 +27,11 @@
 //
 // Access is the admin listener's: the admin token, sent as "Authorization:
 // Bearer TOKEN" or given once to the login form, which sets a session
-// cookie (HttpOnly, SameSite=Strict, 12 hours). With
-// Config.AnonymousLoopback, clients on a loopback address need no token.
+// cookie (HttpOnly, SameSite=Strict, 12 hours). With Config.Groups, the
+// gateway's own identities in one of those groups get in too: a client
+// token (as a bearer token or to the login form), or a verified client
+// certificate on an HTTPS admin listener, with no login. With
+// Config.AnonymousLoopback, clients on a loopback address need nothing.
 //
 // The console reads; it changes nothing. Its figures are the sources'
 // own: the inventory's answers, the metrics registry's counters, the
@@ -90,6 +93,15 @@ type Gateway interface {
 	Policy() Policy
 }
 
+// Identifier tells who holds credentials other than the admin token, as
+// the gateway authenticates its clients (package auth).
+type Identifier interface {
+	// Identify returns the identity and groups of r's verified client
+	// certificate if token is "", else of the client token; ok is false
+	// for neither (a wrong token, no certificate).
+	Identify(ctx context.Context, r *http.Request, token string) (name string, groups []string, ok bool)
+}
+
 // Cached is what the cache holds of one module version.
 type Cached struct {
 	Info, Mod, Zip bool
@@ -147,6 +159,10 @@ type Config struct {
 	// AnonymousLoopback lets clients on a loopback address in without a
 	// token. Default false.
 	AnonymousLoopback bool
+	// Groups admits the identities Identifier establishes that are in one
+	// of them. Default: none, only the admin token.
+	Groups     []string
+	Identifier Identifier
 	// History is the sampled metrics the overview charts. Required.
 	History *history.Sampler
 	// Gateway is the running gateway. Required.
@@ -178,8 +194,11 @@ var staticFS embed.FS
 
 // New checks cfg and parses the templates.
 func New(cfg Config) (*Console, error) {
-	if cfg.Token == "" && !cfg.AnonymousLoopback {
-		return nil, errors.New("console: no admin token, and anonymous loopback access is off: nobody could log in")
+	if cfg.Token == "" && !cfg.AnonymousLoopback && (len(cfg.Groups) == 0 || cfg.Identifier == nil) {
+		return nil, errors.New("console: no admin token, no groups and anonymous loopback access is off: nobody could log in")
+	}
+	if len(cfg.Groups) > 0 && cfg.Identifier == nil {
+		return nil, errors.New("console: groups without an Identifier")
 	}
 	if cfg.History == nil || cfg.Gateway == nil {
 		return nil, errors.New("console: History and Gateway are required")
@@ -240,9 +259,9 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, page string, st
 	t := c.pages[page]
 	var buf bytes.Buffer
 	if err := t.Execute(&buf, struct {
-		Page string
-		Data any
-	}{page, data}); err != nil {
+		Page, Who string
+		Data      any
+	}{page, whoOf(r), data}); err != nil {
 		c.cfg.Logger.ErrorContext(r.Context(), "console: rendering a page", "page", page, "err", err)
 		http.Error(w, "console: the page could not be rendered; see the server log", http.StatusInternalServerError)
 		return

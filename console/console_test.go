@@ -2,12 +2,19 @@ package console
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"html"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -269,6 +276,116 @@ func TestBadInput(t *testing.T) {
 		resp := get(t, h, tc.path, "Authorization", "Bearer "+testToken)
 		if b := body(t, resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, tc.want) {
 			t.Errorf("GET %s = %d, want 400 with %q", tc.path, resp.StatusCode, tc.want)
+		}
+	}
+}
+
+// fakeIdentifier knows two client tokens and one certificate.
+type fakeIdentifier struct{}
+
+func (fakeIdentifier) Identify(ctx context.Context, r *http.Request, token string) (string, []string, bool) {
+	switch {
+	case token == "mgt_ops":
+		return "olivia", []string{"dev", "ops"}, true
+	case token == "mgt_dev":
+		return "dave", []string{"dev"}, true
+	case token == "" && r.TLS != nil && len(r.TLS.VerifiedChains) > 0:
+		return "spiffe://corp.example/sre", []string{"ops"}, true
+	}
+	return "", nil, false
+}
+
+// TestGroups: with console.groups, the gateway's identities in one of
+// them get in (a client token as a bearer token or to the login form, a
+// verified certificate without a login); others do not.
+func TestGroups(t *testing.T) {
+	s := newTestState(t, Config{Token: testToken, Groups: []string{"ops"}, Identifier: fakeIdentifier{}})
+	h := s.console.Handler()
+	for _, tc := range []struct {
+		name   string
+		header []string
+		tls    bool
+		want   int
+		who    string
+	}{
+		{"token in the group", []string{"Authorization", "Bearer mgt_ops"}, false, http.StatusOK, "olivia"},
+		{"token not in the group", []string{"Authorization", "Bearer mgt_dev"}, false, http.StatusUnauthorized, ""},
+		{"unknown token", []string{"Authorization", "Bearer mgt_nope"}, false, http.StatusUnauthorized, ""},
+		{"admin token", []string{"Authorization", "Bearer " + testToken}, false, http.StatusOK, "admin token"},
+		{"certificate in the group", nil, true, http.StatusOK, "spiffe://corp.example/sre"},
+		{"nothing", nil, false, http.StatusSeeOther, ""},
+	} {
+		req := httptest.NewRequest("GET", "/ui/policy", nil)
+		for i := 0; i+1 < len(tc.header); i += 2 {
+			req.Header.Set(tc.header[i], tc.header[i+1])
+		}
+		if tc.tls {
+			req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{}}}}
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != tc.want || (tc.who != "" && !strings.Contains(w.Body.String(), `<span class="who" id="who">`+html.EscapeString(tc.who)+`</span>`)) {
+			t.Errorf("%s: GET /ui/policy = %d, want %d as %q", tc.name, w.Code, tc.want, tc.who)
+		}
+	}
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{"mgt_ops", http.StatusSeeOther}, {"mgt_dev", http.StatusUnauthorized}} {
+		req := httptest.NewRequest("POST", "/ui/login", strings.NewReader(url.Values{"token": {tc.token}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != tc.want {
+			t.Errorf("login with %s = %d, want %d", tc.token, w.Code, tc.want)
+		}
+	}
+	if _, err := New(Config{Groups: []string{"ops"}, History: history.New(metrics.New().Gatherer(), history.Options{}), Gateway: fakeGateway{}}); err == nil {
+		t.Errorf("New with groups and no Identifier succeeded")
+	}
+}
+
+// TestAuditPaging: following "Older events" from the newest page shows
+// every event once, newest first, with the filter kept.
+func TestAuditPaging(t *testing.T) {
+	s := newTestState(t, Config{})
+	var evs []*audit.Event
+	for i := range 130 {
+		decision, status := "serve", 200
+		if i%13 == 0 {
+			decision, status = "deny", 403
+		}
+		evs = append(evs, event(fmt.Sprintf("user%d", i%3), decision, "", "example.com/a", "v1.0.0", "zip", status))
+	}
+	s.record(t, evs...)
+	h := s.console.Handler()
+	seqRE := regexp.MustCompile(`<tr class="(serve|deny)[^"]*">\s*<td class="n">(\d+)</td>`)
+	nextRE := regexp.MustCompile(`<a href="([^"]+)" id="older">`)
+	for _, tc := range []struct {
+		path  string
+		want  int
+		pages int
+	}{
+		{"/ui/audit", 130, 3},
+		{"/ui/audit?decision=serve&identity=user1", 40, 1},
+	} {
+		var seqs []int
+		path, pages := tc.path, 0
+		for path != "" && pages < 10 {
+			pages++
+			resp := get(t, h, path, "Authorization", "Bearer "+testToken)
+			b := body(t, resp)
+			for _, m := range seqRE.FindAllStringSubmatch(b, -1) {
+				n, _ := strconv.Atoi(m[2])
+				seqs = append(seqs, n)
+			}
+			path = ""
+			if m := nextRE.FindStringSubmatch(b); m != nil {
+				path = html.UnescapeString(m[1])
+			}
+		}
+		if len(seqs) != tc.want || pages != tc.pages || !slices.IsSortedFunc(seqs, func(a, b int) int { return b - a }) || len(slices.Compact(slices.Clone(seqs))) != len(seqs) {
+			t.Errorf("%s: %d events on %d pages (%v), want %d distinct, newest first, on %d pages", tc.path, len(seqs), pages, seqs, tc.want, tc.pages)
 		}
 	}
 }

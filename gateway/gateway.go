@@ -109,7 +109,7 @@ var errClientGone = errors.New("client went away")
 
 // ServeHTTP runs one request through the processor.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	x := h.proc.Begin(clientOf(r))
+	x := h.proc.Begin(ClientOf(r))
 	cw := &countingWriter{ResponseWriter: w}
 	cw.Header().Set("X-Request-Id", x.ID())
 	ctx := h.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
@@ -292,8 +292,10 @@ func discard(resp *http.Response) {
 	resp.Body.Close()
 }
 
-// clientOf reads the client's identity off the connection.
-func clientOf(r *http.Request) gate.Client {
+// ClientOf reads the client's identity off the connection: its address,
+// where a redirected connection was going, and the verified client
+// certificate (the console identifies its users with it too).
+func ClientOf(r *http.Request) gate.Client {
 	var c gate.Client
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		c.Addr = ap

@@ -286,7 +286,7 @@ Flags:
 // cacheCmd runs `modgate cache`.
 func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("cache", cacheUsage, stderr)
-	admin := fs.String("admin", "127.0.0.1:9100", "admin listener `address` of the running modgate serve")
+	admin := fs.String("admin", "127.0.0.1:9100", "admin listener `address` of the running modgate serve, or its URL (https://HOST:PORT with admin_tls; the CA from SSL_CERT_FILE or the system's)")
 	defaultTokenFile := ""
 	if dir, err := new(fileConfig).cacheConfig(); err == nil {
 		defaultTokenFile = filepath.Join(dir.Dir, adminTokenName)
@@ -301,6 +301,9 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	base := "http://" + *admin
+	if strings.Contains(*admin, "://") { // an HTTPS admin listener (admin_tls)
+		base = strings.TrimSuffix(*admin, "/")
+	}
 	client := &http.Client{Timeout: 30 * time.Second}
 	if sub == "verify" && *offline {
 		if fs.NArg() != 0 {

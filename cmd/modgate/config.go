@@ -48,6 +48,11 @@ type fileConfig struct {
 	// token written at every start to admin-token (mode 0600) in the cache
 	// directory, where `modgate cache` looks for it.
 	AdminTokenFile string `yaml:"admin_token_file"`
+	// AdminTLS turns the admin listener into HTTPS; with client_ca, a
+	// client may present a certificate (it is not required: tokens still
+	// work), which the console takes for an identity (console.groups).
+	// Default: plain HTTP.
+	AdminTLS tlsConfig `yaml:"admin_tls"`
 	// Console is the web console on the admin listener, under /ui/.
 	// Default: on, for the admin token's holders.
 	Console consoleConfig `yaml:"console"`
@@ -281,6 +286,11 @@ type consoleConfig struct {
 	// AnonymousLoopback lets clients on a loopback address see the
 	// console without the admin token. Default false.
 	AnonymousLoopback bool `yaml:"anonymous_loopback"`
+	// Groups lets identities in one of these groups (auth.tokens' groups,
+	// and auth.identities' for client certificates on an admin_tls
+	// listener) see the console with their own credentials. Default:
+	// none, only the admin token.
+	Groups []string `yaml:"groups"`
 	// SampleInterval is how often the overview's charts sample the
 	// metrics; they show the last 360 samples. Default 10s (an hour).
 	SampleInterval time.Duration `yaml:"sample_interval"`
@@ -546,6 +556,17 @@ func (c *fileConfig) refusePrivateNotFound() (bool, error) {
 // check validates the fields that are not checked by the constructors they
 // feed.
 func (c *fileConfig) check() error {
+	for _, g := range c.Console.Groups {
+		if err := policy.CheckGroup(g); err != nil {
+			return fmt.Errorf("console.groups: %w", err)
+		}
+	}
+	if (c.AdminTLS.Cert == "") != (c.AdminTLS.Key == "") {
+		return errors.New("admin_tls: cert and key go together")
+	}
+	if c.AdminTLS.ClientCA != "" && c.AdminTLS.Cert == "" {
+		return errors.New("admin_tls.client_ca: needs admin_tls.cert and admin_tls.key")
+	}
 	if c.Console.AuditEvents < 0 {
 		return errors.New("console.audit_events: negative")
 	}

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"time"
@@ -10,9 +12,11 @@ import (
 	"golang.org/x/mod/module"
 
 	"github.com/modgate/modgate/auditindex"
+	"github.com/modgate/modgate/auth"
 	"github.com/modgate/modgate/console"
 	"github.com/modgate/modgate/console/history"
 	"github.com/modgate/modgate/cooldown"
+	"github.com/modgate/modgate/gateway"
 	"github.com/modgate/modgate/goproxy"
 	"github.com/modgate/modgate/health"
 	"github.com/modgate/modgate/policy"
@@ -38,12 +42,19 @@ func (g *standalone) openConsole(cfg *fileConfig) error {
 	cc := console.Config{
 		Token:             g.adminToken,
 		AnonymousLoopback: cfg.Console.AnonymousLoopback,
+		Groups:            cfg.Console.Groups,
 		History:           g.history,
 		Gateway:           consoleGateway{g},
 		Logger:            g.log,
 	}
 	if g.inventory != nil {
 		cc.Inventory = g.inventory
+	}
+	if len(cc.Groups) > 0 {
+		if g.auth == nil {
+			return errors.New("console.groups: needs an auth section (auth.tokens or auth.identities) to know identities and their groups")
+		}
+		cc.Identifier = consoleIdentifier{g.auth}
 	}
 	if cfg.Audit != "" {
 		ix, err := auditindex.Open(auditindex.Options{Path: cfg.Audit, MaxEvents: cfg.Console.AuditEvents, Logger: g.log})
@@ -61,6 +72,27 @@ func (g *standalone) openConsole(cfg *fileConfig) error {
 	}
 	g.console = c
 	return nil
+}
+
+// consoleIdentifier identifies the console's users as the gateway does
+// its clients: a client token, or a verified client certificate on an
+// HTTPS admin listener (admin_tls), with auth.identities' groups.
+type consoleIdentifier struct{ a *auth.Authenticator }
+
+func (ci consoleIdentifier) Identify(ctx context.Context, r *http.Request, token string) (string, []string, bool) {
+	c := gateway.ClientOf(r)
+	peer := auth.Peer{Addr: c.Addr, Subject: c.Subject, URISANs: c.URISANs, CertSHA256: c.CertSHA256}
+	h := http.Header{}
+	if token != "" {
+		h.Set("Authorization", "Bearer "+token)
+	} else if peer.Subject == "" && len(peer.URISANs) == 0 {
+		return "", nil, false
+	}
+	id, err := ci.a.Authenticate(ctx, h, peer)
+	if err != nil || id.Name == "" {
+		return "", nil, false
+	}
+	return id.Name, id.Groups, true
 }
 
 // consoleGateway is what the console asks the running gateway.

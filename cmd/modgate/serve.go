@@ -86,7 +86,10 @@ capability token the ext_proc server puts on each request it routes there.
 The admin listener's POST /cache/purge and /debug/pprof/ require
 "Authorization: Bearer TOKEN": the token is read from admin_token_file, or
 else made at every start and written to admin-token (mode 0600) in the
-cache directory, where 'modgate cache' finds it.
+cache directory, where 'modgate cache' finds it. The admin listener also
+serves the web console at /ui/ (read-only: overview, modules, refusals,
+audit, policy), for the admin token's holders and, with console.groups,
+the identities in those groups; admin_tls makes it HTTPS.
 
 Every public .mod and .zip is verified against the checksum database,
 fetched from /sumdb/NAME on the public upstreams, or, with sumdb_url in the
@@ -149,7 +152,8 @@ mesh_tls is set in the config file (mutual TLS admitting only the gateway
 Envoy's identity in mesh_tls.allowed_clients) or, knowingly,
 insecure_mesh_listeners: true. The admin listener's POST /cache/purge and
 /debug/pprof/ require the bearer token in admin_token_file, or else in
-admin-token in the cache directory (made at every start).
+admin-token in the cache directory (made at every start); so does its web
+console at /ui/.
 
 Flags:
 `
@@ -848,6 +852,12 @@ func (g *standalone) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A client certificate on the admin listener is an identity for the
+	// console, not a requirement: tokens work without one.
+	adminTLS, err := serverTLS("admin_tls", g.cfg.AdminTLS, tls.VerifyClientCertIfGiven)
+	if err != nil {
+		return err
+	}
 	// /vulndb/ and /ledger/ are no module paths (no dot in their first
 	// element), so they cannot shadow a module.
 	var mirror http.Handler
@@ -883,7 +893,7 @@ func (g *standalone) run(ctx context.Context) error {
 		{"extproc", g.cfg.ExtProcListen, g.meshTLS, newGRPCServer(g.extproc.Register, g.meshTLS)},
 		{"xds", g.cfg.XDSListen, g.meshTLS, newGRPCServer(g.xds.Register, g.meshTLS)},
 		{"blob", g.cfg.BlobListen, blobTLS, blob},
-		{"admin", g.cfg.Admin, nil, g.server(g.adminHandler())},
+		{"admin", g.cfg.Admin, adminTLS, g.server(g.adminHandler())},
 		{"vcs", g.vcsListen(), blobTLS, g.server(g.vcs)},
 	} {
 		if err := add(l.name, l.addr, l.tc, l.srv); err != nil {
@@ -1051,13 +1061,19 @@ func (g *standalone) server(h http.Handler) *http.Server {
 
 // tlsConfig returns the GOPROXY listener's TLS config, or nil for plain HTTP.
 func (g *standalone) tlsConfig() (*tls.Config, error) {
-	t := g.cfg.TLS
+	return serverTLS("tls", g.cfg.TLS, tls.RequireAndVerifyClientCert)
+}
+
+// serverTLS is a listener's TLS from its config section (named in
+// errors), nil if it has no cert; with a client_ca, client certificates
+// are checked as clientAuth says.
+func serverTLS(section string, t tlsConfig, clientAuth tls.ClientAuthType) (*tls.Config, error) {
 	if t.Cert == "" {
 		return nil, nil
 	}
 	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+		return nil, fmt.Errorf("%s: %w", section, err)
 	}
 	c := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
@@ -1067,14 +1083,14 @@ func (g *standalone) tlsConfig() (*tls.Config, error) {
 	if t.ClientCA != "" {
 		pem, err := os.ReadFile(t.ClientCA)
 		if err != nil {
-			return nil, fmt.Errorf("tls.client_ca: %w", err)
+			return nil, fmt.Errorf("%s.client_ca: %w", section, err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.client_ca: no PEM certificate in %s", t.ClientCA)
+			return nil, fmt.Errorf("%s.client_ca: no PEM certificate in %s", section, t.ClientCA)
 		}
 		c.ClientCAs = pool
-		c.ClientAuth = tls.RequireAndVerifyClientCert
+		c.ClientAuth = clientAuth
 	}
 	return c, nil
 }
