@@ -58,9 +58,12 @@ func TestMetrics(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	// Through the emulated Envoy: ext_proc streams.
+	// Through the emulated Envoy: ext_proc streams, and a reject.
 	m.get(t, "/example.com/a/@v/v1.1.0.mod")
-	m.g.waitEvents(t, 4)
+	if r := m.get(t, "/x/../y"); r.Status != http.StatusBadRequest {
+		t.Fatalf("a reject through the emulated Envoy = %d, want 400", r.Status)
+	}
+	m.g.waitEvents(t, 5)
 
 	after := scrape(t, m.g.Admin)
 	moved := []struct {
@@ -100,6 +103,10 @@ func TestMetrics(t *testing.T) {
 		if !found {
 			t.Errorf("no sample matches %s", re)
 		}
+	}
+	// Refusals are counted by rule, once each, whichever front end.
+	if a, b := sum(after, `^modgate_refusals_total\{rule="grammar"\}$`), sum(before, `^modgate_refusals_total\{rule="grammar"\}$`); a-b != 2 {
+		t.Errorf("modgate_refusals_total{rule=\"grammar\"} went from %v to %v, want 2 more: a reject through each front end", b, a)
 	}
 	if v := sum(after, `^modgate_upstream_state\{state="healthy",upstream="public"\}$`); v != 1 {
 		t.Errorf("public upstream state healthy = %v, want 1", v)
