@@ -6,7 +6,7 @@ PKGS    := ./...
 # Flags for `make run`, e.g. make run ARGS='--config modgate.yaml'
 ARGS    ?=
 
-.PHONY: help build run test deps screenshots s3-server peers generate check-generated vet lint fmt-check fuzz bench bench-deps clean
+.PHONY: help build run test deps screenshots chaos soak s3-server peers generate check-generated vet lint fmt-check fuzz bench bench-deps clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +69,14 @@ fmt-check:
 # The console's pages, as the browser tests see them, for the README.
 screenshots: deps ## write the web console's screenshots to docs/screenshots/
 	MODGATE_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run 'TestConsole$$' -v ./integration
+
+# The fault matrix, long version (make test runs each row for seconds).
+chaos: deps ## inject each fault of the matrix during load and print what it cost (about 15 minutes)
+	CHAOS=long MODGATE_CHAOS_TABLE=$(CURDIR)/docs/chaos.md $(GO) test -count=1 -run 'TestChaos' -timeout 25m -v ./integration
+
+# An hour-scale mixed load, checked for flatness and plotted; SOAK=30m.
+soak: deps bench-deps ## hold a mixed load for SOAK (default 10m), check nothing grows or is lost, plot it to docs/soak.png
+	SOAK=$(or $(SOAK),10m) MODGATE_SOAK_OUT=$(CURDIR)/docs $(GO) test -count=1 -run 'TestSoak$$' -timeout 0 -v ./integration
 
 fuzz: ## fuzz the request grammar for FUZZTIME (default 60s)
 	$(GO) test ./goproxy -run '^$$' -fuzz FuzzParse -fuzztime $(or $(FUZZTIME),60s)
