@@ -70,6 +70,9 @@ func (g *standalone) adminHandler() http.Handler {
 		mux.Handle("/ui/", g.console.Handler())
 		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	}
+	if g.faultClock {
+		mux.Handle("POST /debug/clock", g.guard(http.HandlerFunc(g.stepClock)))
+	}
 	// Profiles, for operators: they show memory, and so may show secrets.
 	mux.Handle("GET /debug/pprof/", g.guard(http.HandlerFunc(pprof.Index)))
 	mux.Handle("GET /debug/pprof/profile", g.guard(http.HandlerFunc(pprof.Profile)))
@@ -193,7 +196,7 @@ func parsePurgeTarget(s string) (purgeTarget, error) {
 // purge removes a module's (or a version's) entries from the cache. It is
 // audited like a request.
 func (g *standalone) purge(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	start := g.clock.Now()
 	target := r.URL.Query().Get("module")
 	ev := &audit.Event{
 		Timestamp: start.UTC(),
@@ -205,7 +208,7 @@ func (g *standalone) purge(w http.ResponseWriter, r *http.Request) {
 		ev.Source = &audit.Source{IP: ap.Addr().Unmap().String(), Port: ap.Port()}
 	}
 	reply := func(status int, body string) {
-		ev.Event.Duration = time.Since(start).Nanoseconds()
+		ev.Event.Duration = g.clock.Since(start).Nanoseconds()
 		ev.HTTP.Response.StatusCode = status
 		ev.HTTP.Response.Bytes = int64(len(body))
 		if err := g.audit.Record(ev); err != nil {

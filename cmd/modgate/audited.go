@@ -3,7 +3,6 @@ package main
 import (
 	"net/http"
 	"net/netip"
-	"time"
 
 	"github.com/modgate/modgate/audit"
 )
@@ -15,14 +14,14 @@ import (
 func (g *standalone) audited(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		aw := &auditWriter{ResponseWriter: w}
-		start := time.Now()
+		start := g.clock.Now()
 		h.ServeHTTP(aw, r)
 		client := audit.Client{User: aw.user}
 		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 			client.Addr = ap
 		}
 		ev := audit.NewRequest(audit.Request{
-			Start: start, Duration: time.Since(start),
+			Start: start, Duration: g.clock.Since(start),
 			Method: r.Method, Target: r.URL.RequestURI(),
 			Status: aw.status, Bytes: aw.bytes, Client: client,
 			Modgate: audit.ModgateGroup{Module: aw.module, Version: aw.version},

@@ -881,8 +881,8 @@ func (c *fileConfig) cacheConfig() (cache.Config, error) {
 	return cc, nil
 }
 
-// budget returns the miss budget, or nil if it is off.
-func (c *fileConfig) budget() (*budget.Budget, error) {
+// budget returns the miss budget, or nil if it is off; now is its clock.
+func (c *fileConfig) budget(now func() time.Time) (*budget.Budget, error) {
 	b := c.Budget
 	if b.Off {
 		return nil, nil
@@ -900,6 +900,7 @@ func (c *fileConfig) budget() (*budget.Budget, error) {
 		Client:  limit(b.Client, 100, 2000),
 		Module:  limit(b.Module, 20, 400),
 		MaxKeys: b.MaxKeys,
+		Now:     now,
 	})
 }
 

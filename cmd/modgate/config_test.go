@@ -319,7 +319,7 @@ budget:
 	if cc.Dir != "/var/cache/modgate" || cc.HotBytes != 64<<20 || cc.DiskBytes != 2<<30 || cc.StaleIfError != time.Hour || cc.TTL.Query != 30*time.Second || cc.TTL.Negative != time.Minute {
 		t.Errorf("cacheConfig = %+v", cc)
 	}
-	b, err := cfg.budget()
+	b, err := cfg.budget(time.Now)
 	if err != nil || b == nil {
 		t.Fatalf("budget() = %v, %v", b, err)
 	}
@@ -335,7 +335,7 @@ budget:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, err := off.budget(); b != nil || err != nil {
+	if b, err := off.budget(time.Now); b != nil || err != nil {
 		t.Errorf("budget with off: true = %v, %v; want none", b, err)
 	}
 	if _, err := loadConfig(writeConfig(t, "cache:\n  hot_bytes: huge\n")); err == nil || !strings.Contains(err.Error(), "huge") {

@@ -38,7 +38,7 @@ func (g *standalone) openConsole(cfg *fileConfig) error {
 	if cfg.Console.Disabled || cfg.Admin == "off" {
 		return nil
 	}
-	g.history = history.New(g.metrics.Gatherer(), history.Options{Interval: cfg.Console.SampleInterval, Logger: g.log})
+	g.history = history.New(g.metrics.Gatherer(), history.Options{Interval: cfg.Console.SampleInterval, Logger: g.log, Now: g.clock.Now})
 	cc := console.Config{
 		Token:             g.adminToken,
 		AnonymousLoopback: cfg.Console.AnonymousLoopback,
@@ -46,6 +46,7 @@ func (g *standalone) openConsole(cfg *fileConfig) error {
 		History:           g.history,
 		Gateway:           consoleGateway{g},
 		Logger:            g.log,
+		Now:               g.clock.Now,
 	}
 	if g.inventory != nil {
 		cc.Inventory = g.inventory
@@ -125,7 +126,7 @@ func (cg consoleGateway) Vulnerabilities(mod, version string) []string {
 	if cg.g.vulnCheck == nil {
 		return nil
 	}
-	return cg.g.vulnCheck.Check(mod, version, time.Now()).IDs
+	return cg.g.vulnCheck.Check(mod, version, cg.g.clock.Now()).IDs
 }
 
 // Check decides as `modgate policy check` does (decideZip), with the
@@ -152,7 +153,7 @@ func (cg consoleGateway) Check(ctx context.Context, mod, version, name string) (
 	}
 	d := console.Decision{Allow: v.Allow, Line: checkLine(mod+"@"+version, v), Rule: v.Rule, Reason: v.Reason, Groups: groups}
 	if vc := cg.g.vulnCheck; vc != nil {
-		vv := vc.Check(mod, version, time.Now())
+		vv := vc.Check(mod, version, cg.g.clock.Now())
 		d.Vulnerabilities, d.VulnAction = vv.IDs, vv.Action
 	}
 	return d, nil

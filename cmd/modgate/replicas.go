@@ -282,7 +282,7 @@ func (g *standalone) purgeForPeer(path, version, origin string) {
 	n := g.cache.Purge(t.keys())
 	g.log.Info("cache purged at another replica's request", "module", t.path, "version", t.version, "entries", n, "origin", origin)
 	ev := &audit.Event{
-		Timestamp: time.Now().UTC(),
+		Timestamp: g.clock.Now().UTC(),
 		Event:     audit.EventFields{Action: "cache-purge", Outcome: audit.OutcomeSuccess, Reason: fmt.Sprintf("purged %d entries at the request of replica %s", n, origin)},
 	}
 	ev.Modgate.Module, ev.Modgate.Version = t.path, t.version

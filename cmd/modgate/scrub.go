@@ -72,7 +72,7 @@ func (g *standalone) scrub(ctx context.Context) (cache.ScrubReport, error) {
 		OnQuarantine: func(m cache.Meta, reason string) {
 			g.quarantined.Add(1)
 			ev := &audit.Event{
-				Timestamp: time.Now().UTC(),
+				Timestamp: g.clock.Now().UTC(),
 				Event:     audit.EventFields{Action: "cache-quarantine", Outcome: audit.OutcomeSuccess, Reason: reason},
 				URL:       &audit.URL{Path: m.Key},
 			}
@@ -107,13 +107,13 @@ func (g *standalone) scrubEvery(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		start := time.Now()
+		start := g.clock.Now()
 		rep, err := g.scrub(ctx)
 		if err != nil && ctx.Err() == nil {
 			g.log.Error("cache verify failed", "err", err)
 			continue
 		}
-		g.log.Info("cache verified", "checked", rep.Checked, "bytes", rep.Bytes, "quarantined", len(rep.Quarantined), "unchecked", len(rep.Unchecked), "took", time.Since(start).Round(time.Millisecond))
+		g.log.Info("cache verified", "checked", rep.Checked, "bytes", rep.Bytes, "quarantined", len(rep.Quarantined), "unchecked", len(rep.Unchecked), "took", g.clock.Since(start).Round(time.Millisecond))
 	}
 }
 

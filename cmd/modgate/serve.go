@@ -330,6 +330,10 @@ type standalone struct {
 	history    *history.Sampler
 	auditIndex *auditindex.Index
 	policyNow  atomic.Pointer[policyInForce]
+	// clock is the one clock of every part that keeps time; faultClock
+	// lets the admin listener step it (MODGATE_FAULT_CLOCK=1).
+	clock      *wallClock
+	faultClock bool
 	ready      atomic.Bool
 }
 
@@ -346,7 +350,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, cfgPath string, env goEnv,
 	if err != nil {
 		return nil, err
 	}
-	g := &standalone{cfg: cfg, cfgPath: cfgPath, log: log, meshTLS: meshTLS, caps: capability.NewKey(0, nil)}
+	g := &standalone{cfg: cfg, cfgPath: cfgPath, clock: new(wallClock), faultClock: os.Getenv(faultClockEnv) == "1", log: log, meshTLS: meshTLS, caps: capability.NewKey(0, nil)}
 	if err := g.openAudit(stdout); err != nil {
 		return nil, err
 	}
@@ -364,6 +368,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, cfgPath string, env goEnv,
 	if g.store != nil {
 		cc.Shared = g.store
 	}
+	cc.Now = g.clock.Now
 	if g.cache, err = cache.Open(cc); err != nil {
 		g.close()
 		return nil, err
@@ -374,7 +379,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, cfgPath string, env goEnv,
 			return nil, err
 		}
 	}
-	bud, err := cfg.budget()
+	bud, err := cfg.budget(g.clock.Now)
 	if err != nil {
 		g.close()
 		return nil, err
@@ -396,7 +401,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, cfgPath string, env goEnv,
 	g.metrics = metrics.New()
 	g.metrics.Register(metrics.CacheCollector(g.cache.Stats))
 	g.metrics.Register(metrics.AuditCollector(g.audit.Stats))
-	g.health = newRegistry(cfg, set, g.audit, g.metrics, log)
+	g.health = newRegistry(cfg, set, g.audit, g.metrics, g.clock.Now, log)
 	if g.xds, err = g.newXDS(ctx); err != nil {
 		g.close()
 		return nil, err
@@ -429,6 +434,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, cfgPath string, env goEnv,
 		MaxTarget:             cfg.Limits.MaxTargetBytes,
 		RefusePrivateNotFound: refusePrivNotFound,
 		Logger:                log,
+		Now:                   g.clock.Now,
 	}
 	if bud != nil {
 		opts.Budget = bud // a nil *budget.Budget would be a non-nil interface
@@ -460,13 +466,13 @@ func newGateway(ctx context.Context, cfg *fileConfig, cfgPath string, env goEnv,
 		g.close()
 		return nil, err
 	}
-	if g.inventory, err = inventory.Open(inventory.Options{Dir: filepath.Join(cc.Dir, "inventory"), Logger: log}); err != nil {
+	if g.inventory, err = inventory.Open(inventory.Options{Dir: filepath.Join(cc.Dir, "inventory"), Logger: log, Now: g.clock.Now}); err != nil {
 		g.close()
 		return nil, fmt.Errorf("inventory: %w", err)
 	}
 	opts.Audit = g.auditor()
 	if g.vulnCheck != nil {
-		opts.Vulnerabilities = gateVulns{g.vulnCheck}
+		opts.Vulnerabilities = gateVulns{g.vulnCheck, g.clock.Now}
 		g.metrics.Register(metrics.GaugeFunc("modgate_vulndb_age_seconds",
 			"Age of the vulnerability data held (see vulndb.Store.Age); over vulndb.max_staleness it is stale",
 			func() float64 { return g.vulnStore.Age().Seconds() }))
@@ -483,7 +489,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, cfgPath string, env goEnv,
 		return nil, err
 	}
 	g.proc, g.auth, g.policy = proc, authn, pol
-	g.policyNow.Store(&policyInForce{rules: rules, cfg: cfg, source: g.cfgPath, loaded: time.Now()})
+	g.policyNow.Store(&policyInForce{rules: rules, cfg: cfg, source: g.cfgPath, loaded: g.clock.Now()})
 	if err := g.openConsole(cfg); err != nil {
 		g.close()
 		return nil, err
@@ -571,7 +577,7 @@ func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEn
 		vc.Fetch = g.cache.SumDBFetch(name, vc.Fetch)
 		vc.OnSecurityError = func(msg string) {
 			ev := &audit.Event{
-				Timestamp: time.Now().UTC(),
+				Timestamp: g.clock.Now().UTC(),
 				Event:     audit.EventFields{Action: "sumdb-security-error", Outcome: audit.OutcomeFailure, Reason: msg},
 				Modgate:   audit.ModgateGroup{SumDB: name, Verification: "failed"},
 			}
@@ -584,7 +590,7 @@ func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEn
 		if key == "" {
 			return errors.New("policy.cooldown.min_age: needs the checksum database, whose log proves ages (sumdb_key is off)")
 		}
-		c, err := cooldown.New(ctx, cooldown.Options{Config: cd, Dir: filepath.Join(cacheDir, "cooldown"), Fetch: vc.Fetch, VerifierKey: key, Logger: g.log})
+		c, err := cooldown.New(ctx, cooldown.Options{Config: cd, Dir: filepath.Join(cacheDir, "cooldown"), Fetch: vc.Fetch, VerifierKey: key, Logger: g.log, Now: g.clock.Now})
 		if err != nil {
 			return err
 		}
@@ -620,7 +626,7 @@ func (g *standalone) openAuth(cfg *fileConfig) (*auth.Authenticator, error) {
 	if a.Tokens == "" && !a.Required && len(a.Identities) == 0 {
 		return nil, nil
 	}
-	c := auth.Config{Required: a.Required, Identities: a.Identities, Failures: auth.FailureLimit{Max: a.Failures.Max, Window: a.Failures.Window}}
+	c := auth.Config{Required: a.Required, Identities: a.Identities, Failures: auth.FailureLimit{Max: a.Failures.Max, Window: a.Failures.Window}, Now: g.clock.Now}
 	if a.Tokens != "" {
 		t, err := auth.Load(a.Tokens)
 		if err != nil {
@@ -679,7 +685,7 @@ func (g *standalone) openVulnDB(ctx context.Context, cfg *fileConfig, cacheDir s
 	if vc.URL == "" {
 		return errors.New("vulndb.url: not set, and no GOVULNDB in the environment: the vulnerabilities policy needs a database (https://… or file:///dir)")
 	}
-	store, err := vulndb.Open(ctx, vulndb.Options{Config: vc, Dir: filepath.Join(cacheDir, "vulndb"), Logger: g.log})
+	store, err := vulndb.Open(ctx, vulndb.Options{Config: vc, Dir: filepath.Join(cacheDir, "vulndb"), Logger: g.log, Now: g.clock.Now})
 	if err != nil {
 		return fmt.Errorf("vulndb: %w", err)
 	}
@@ -704,15 +710,18 @@ func (g *standalone) openVulnDB(ctx context.Context, cfg *fileConfig, cacheDir s
 }
 
 // gateVulns is the vulnerability checker as the processor declares it.
-type gateVulns struct{ c *vulndb.Checker }
+type gateVulns struct {
+	c   *vulndb.Checker
+	now func() time.Time
+}
 
 func (g gateVulns) Check(path, version string) ([]string, bool, string, string) {
-	v := g.c.Check(path, version, time.Now())
+	v := g.c.Check(path, version, g.now())
 	return v.IDs, v.Action == vulndb.ActionDeny, v.Reason, v.Warning
 }
 
 func (g gateVulns) Filter(path string, versions []string) []string {
-	return g.c.Filter(path, versions, time.Now())
+	return g.c.Filter(path, versions, g.now())
 }
 
 // gateCooldown is the cooldown as the processor declares it.
@@ -1162,7 +1171,7 @@ func (g *standalone) reload() error {
 	}
 	g.health.Configure(set)
 	g.proc.SetRules(rules)
-	g.policyNow.Store(&policyInForce{rules: rules, cfg: cfg, source: g.cfgPath, loaded: time.Now()})
+	g.policyNow.Store(&policyInForce{rules: rules, cfg: cfg, source: g.cfgPath, loaded: g.clock.Now()})
 	if g.vulnStore != nil {
 		// SIGHUP also asks the vulnerability database now, not at the next
 		// refresh; failing that keeps the data held.
@@ -1180,7 +1189,7 @@ func (g *standalone) reload() error {
 // which the transparent listener does not serve yet.
 func (g *standalone) refuseTLS(c net.Conn) {
 	ev := &audit.Event{
-		Timestamp: time.Now().UTC(),
+		Timestamp: g.clock.Now().UTC(),
 		Event:     audit.EventFields{Action: "transparent-tls-refused", Outcome: audit.OutcomeFailure, Reason: "TLS on a captured connection is not served yet: connection closed"},
 		Modgate:   audit.ModgateGroup{OriginalDestination: c.LocalAddr().String()},
 	}

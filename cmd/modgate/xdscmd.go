@@ -72,7 +72,7 @@ func xdsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer g.close()
 	g.client = upstream.NewClient(upstream.ClientOptions{HeaderTimeout: cfg.Limits.UpstreamHeaderTimeout})
 	g.metrics = metrics.New()
-	g.health = newRegistry(cfg, set, g.audit, g.metrics, log)
+	g.health = newRegistry(cfg, set, g.audit, g.metrics, time.Now, log)
 	if g.xds, err = g.newXDS(ctx); err != nil {
 		return err
 	}
@@ -153,17 +153,17 @@ func blobHost(addr string) string {
 }
 
 // newRegistry is the health registry of set, whose changes are audited.
-func newRegistry(cfg *fileConfig, set *upstream.Set, aw *audit.Writer, m *metrics.Metrics, log *slog.Logger) *health.Registry {
+func newRegistry(cfg *fileConfig, set *upstream.Set, aw *audit.Writer, m *metrics.Metrics, now func() time.Time, log *slog.Logger) *health.Registry {
 	h := cfg.Health
 	for _, u := range append(set.Public, set.Private...) {
 		m.UpstreamState(u.Name, health.Healthy.String())
 	}
 	return health.New(set, health.Config{
-		FailThreshold: h.FailThreshold, RecoverThreshold: h.RecoverThreshold, DrainPeriod: h.DrainPeriod, Logger: log,
+		FailThreshold: h.FailThreshold, RecoverThreshold: h.RecoverThreshold, DrainPeriod: h.DrainPeriod, Logger: log, Now: now,
 		OnChange: func(name string, from, to health.State) {
 			m.UpstreamState(name, to.String())
 			ev := &audit.Event{
-				Timestamp: time.Now().UTC(),
+				Timestamp: now().UTC(),
 				Event:     audit.EventFields{Action: "upstream-health", Outcome: audit.OutcomeSuccess, Reason: fmt.Sprintf("%s -> %s", from, to)},
 				Modgate:   audit.ModgateGroup{Upstream: name},
 			}
