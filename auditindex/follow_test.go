@@ -138,6 +138,7 @@ func TestFollowRotationWhileWriting(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	defer wg.Wait() // a Fatal below must not leave the writer running
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	queries := 0
@@ -153,8 +154,11 @@ func TestFollowRotationWhileWriting(t *testing.T) {
 				t.Fatalf("page not newest first: seq %d after %d", p.Events[i].Seq, p.Events[i-1].Seq)
 			}
 		}
-		if st := ix.Stats(); st.Events > 0 && st.NewestSeq-st.OldestSeq+1 != uint64(st.Events) {
-			t.Fatalf("Stats = %+v: events not contiguous", st)
+		// Gaps are possible: rotation may delete a file before the
+		// index opens it (checked at the end); more events than seqs
+		// is not.
+		if st := ix.Stats(); st.Events > 0 && uint64(st.Events) > st.NewestSeq-st.OldestSeq+1 {
+			t.Fatalf("Stats = %+v: more events than seqs", st)
 		}
 	}
 	refresh(t, ix)

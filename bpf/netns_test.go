@@ -38,6 +38,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/modgate/modgate/internal/leakcheck"
 	"github.com/modgate/modgate/internal/netns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -72,7 +73,7 @@ func TestMain(m *testing.M) {
 	}
 	_, err := os.Stat("/run/netns")
 	hadRunNetns := err == nil
-	code := m.Run()
+	code := leakcheck.Run(m)
 	if leaks := leftovers(hadRunNetns); len(leaks) > 0 {
 		fmt.Fprintf(os.Stderr, "FAIL: the namespace tests left behind:\n\t%s\n", strings.Join(leaks, "\n\t"))
 		code = 1

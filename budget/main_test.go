@@ -1,0 +1,9 @@
+package budget
+
+import (
+	"testing"
+
+	"github.com/modgate/modgate/internal/leakcheck"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }

@@ -1,0 +1,9 @@
+package health
+
+import (
+	"testing"
+
+	"github.com/modgate/modgate/internal/leakcheck"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }

@@ -1,0 +1,9 @@
+package s3store
+
+import (
+	"testing"
+
+	"github.com/modgate/modgate/internal/leakcheck"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }
