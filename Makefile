@@ -6,7 +6,7 @@ PKGS    := ./...
 # Flags for `make run`, e.g. make run ARGS='--config modgate.yaml'
 ARGS    ?=
 
-.PHONY: help build run test deps screenshots chaos soak s3-server peers generate check-generated vet lint fmt-check fuzz bench bench-deps clean
+.PHONY: help build run test deps screenshots chaos soak s3-server toxiproxy peers generate check-generated vet lint fmt-check fuzz bench bench-deps clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,7 +27,7 @@ test: deps fmt-check vet lint check-generated ## install what the tests need, th
 # missing and we are root (as CI is). Then a real S3 server (versitygw),
 # built once from its Go module into ~/.cache/modgate-test/bin and reused.
 # (NATS needs nothing: the tests embed the real nats-server.)
-deps: s3-server
+deps: s3-server toxiproxy
 	@if ! command -v clang >/dev/null || ! command -v llvm-strip >/dev/null || ! test -f /usr/include/bpf/bpf_helpers.h || ! command -v ip >/dev/null || ! command -v git >/dev/null || ! command -v chromium >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang llvm libbpf-dev iproute2 git chromium; \
@@ -37,6 +37,11 @@ deps: s3-server
 # The real S3 server of the tests (versitygw), built once from its Go module.
 s3-server:
 	@GO=$(GO) bash integration/s3server/build.sh
+
+# Toxiproxy, the fault-injecting TCP proxy of the fault matrix (TestChaos…),
+# built once from its Go module into ~/.cache/modgate-test/bin.
+toxiproxy:
+	@GO=$(GO) bash integration/toxiproxy/build.sh
 
 # Athens and goproxy, built once from their Go modules, for
 # BenchmarkVsPeers (make bench); it skips a peer that failed to build.

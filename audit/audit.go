@@ -20,8 +20,9 @@
 // goroutine in file order, so concurrent Records cannot interleave it. Two
 // optional members record what is not tampering but is worth knowing:
 // "dropped", the events dropped since the previous line because the queue
-// was full (see Overflow), and "torn", the hex SHA-256 of a torn line that
-// a restart recovered (see OpenFile). Each line is exactly what
+// was full (see Overflow) or lost to a failed write (the disk full), and
+// "torn", the hex SHA-256 of a torn line that a restart, or the write
+// after a failed one, recovered (see OpenFile). Each line is exactly what
 // encoding/json writes for the Event with its Chain.
 //
 // A file Writer (OpenFile) rotates by size and continues one chain across
@@ -39,8 +40,9 @@
 // The processor emits exactly one Event per request, whatever happened to
 // it; this package only encodes and writes them. A Writer is safe for
 // concurrent use; lines never interleave, and none is lost silently: an
-// event that cannot be queued is counted, reported to the caller, and
-// recorded in the chain of the next line.
+// event that cannot be queued, or whose write fails (the disk full), is
+// counted, reported to the caller, and recorded in the chain of the next
+// line written.
 package audit
 
 import "time"
@@ -77,8 +79,8 @@ type Chain struct {
 	// Prev is the lower-case hex SHA-256 of the previous line, without its
 	// newline; GenesisPrev for the first line.
 	Prev string `json:"prev"`
-	// Dropped is how many events the Writer dropped, queue full, between
-	// the previous line and this one.
+	// Dropped is how many events the Writer dropped, queue full, or lost
+	// to failed writes, between the previous line and this one.
 	Dropped uint64 `json:"dropped,omitempty"`
 	// Torn is the hex SHA-256 of a torn line (a crash mid-write, no
 	// newline) just before this one, which a restart ended with a newline;

@@ -207,7 +207,10 @@ func chainStarted(reason string) *Event {
 
 // Write writes p, whole lines, rotating the file first if p would take it
 // over maxBytes. A line is never split across files. If rotation fails,
-// the lines go to the current file and the error is returned after.
+// the lines go to the current file and the error is returned after. If a
+// write fails (the disk is full), the part of it that was written is cut
+// off again, so the file still ends with a whole line, and the count
+// returned is of whole lines.
 func (s *fileSink) Write(p []byte) (int, error) {
 	var written int
 	var rotErr error
@@ -233,6 +236,10 @@ func (s *fileSink) Write(p []byte) (int, error) {
 		s.size += int64(m)
 		written += m
 		if err != nil {
+			if m > 0 && s.f.Truncate(s.size-int64(m)) == nil {
+				s.size -= int64(m)
+				written -= m
+			}
 			return written, err
 		}
 		p = p[n:]

@@ -67,7 +67,7 @@ type Report struct {
 	FirstSeq uint64     // seq of the first line
 	LastSeq  uint64     // seq of the last line that checked out
 	LastHash string     // hex SHA-256 of that line: keep it elsewhere to check this log's end later
-	Dropped  uint64     // events the writer dropped, queue full, as the chain records them
+	Dropped  uint64     // events the writer dropped (queue full) or lost (failed writes), as the chain records them
 	Drops    []Location // lines recording drops (at most 100)
 	Torn     []Location // torn lines that a restart recovered (at most 100): crashes, not tampering
 	// Problem is the first break in the chain, nil if there is none. The

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -85,9 +86,13 @@ func (o *WriterOptions) check() error {
 // once. The queue is bounded (WriterOptions). Close writes what is queued
 // and stops the goroutine.
 //
-// A failed Write is not retried: its error is sticky (Record, Flush and
-// Close return it) and the lines it lost leave a gap in the chain that
-// Verify reports.
+// A failed Write is not retried. The lines the sink took whole stay; the
+// chain goes on from the last of them, so the events lost are counted
+// (Stats.Failed) and recorded in Chain.Dropped of the next line written,
+// as dropped events are. If the sink kept part of a line, the next write
+// ends it with a newline and the next line names it in Chain.Torn, as
+// after a crash. Record returns the error while writes fail; Flush and
+// Close return the first one.
 type Writer struct {
 	w          io.Writer
 	closer     io.Closer // the sink, when the Writer owns it (OpenFile)
@@ -100,7 +105,10 @@ type Writer struct {
 	seq  uint64 // of the last line
 	prev string // hex SHA-256 of the last line
 	torn string // Chain.Torn for the next line
-	out  []byte // the batch being written, chained
+	// cut says the sink holds part of a line (a failed write): the next
+	// write ends it with a newline first.
+	cut bool
+	out []byte // the batch being written, chained
 
 	mu         sync.Mutex
 	ready      *sync.Cond // run waits here for events or Close; signalled by Record
@@ -109,16 +117,17 @@ type Writer struct {
 	ents       []entry    // one per body in pending
 	spare      []byte     // the previous batch, reused
 	spareEnts  []entry
-	unreported uint64 // events dropped since the last one queued
+	unreported uint64 // events dropped or lost since the last one queued
 	queued     uint64 // events ever queued
 	handled    uint64 // events ever handed to w, successfully or not
 	inflight   int    // bytes of the batch run is writing
 	inflightN  int    // events in it
 	written    uint64 // events written
-	failed     uint64 // events in failed writes
+	failed     uint64 // events lost to failed writes
 	dropped    uint64 // events dropped
 	lastSeq    uint64 // seq of the last line handed to w
 	err        error  // the first write error; sticky
+	failing    error  // the last write's error; nil once a write succeeds
 	closed     bool
 }
 
@@ -134,7 +143,7 @@ type Stats struct {
 	QueueBytes  int    // bytes of events recorded but not yet written
 	QueueEvents int    // events recorded but not yet written
 	Written     uint64 // events written since the Writer started
-	Failed      uint64 // events in writes that failed
+	Failed      uint64 // events lost to writes that failed
 	Dropped     uint64 // events dropped since the Writer started (ErrDropped)
 	Seq         uint64 // Chain.Seq of the last line handed to the sink
 }
@@ -199,7 +208,7 @@ var errClosed = errors.New("audit: writer closed")
 // When the queue is full, Record waits for room up to BlockFor (Block) or
 // not at all (Drop); an event it cannot queue is dropped and counted, and
 // Record returns an error wrapping ErrDropped. Record also fails if the
-// Writer is closed, or if an earlier write failed (the event is still
+// Writer is closed, or if the last write failed (the event is still
 // queued in that case, but the sink is suspect).
 func (w *Writer) Record(e *Event) error {
 	buf := bufPool.Get().(*lineBuf)
@@ -220,8 +229,8 @@ func (w *Writer) Record(e *Event) error {
 		}
 	}
 	w.queue(buf.b)
-	if w.err != nil {
-		return fmt.Errorf("write audit event: %w", w.err)
+	if w.failing != nil {
+		return fmt.Errorf("write audit event: %w", w.failing)
 	}
 	return nil
 }
@@ -289,19 +298,31 @@ func (w *Writer) run() {
 		w.room.Broadcast()
 		w.mu.Unlock()
 
+		start := chainStart{seq: w.seq, prev: w.prev, torn: w.torn}
+		cut := w.cut
 		out := w.chain(body, ents)
-		_, err := w.w.Write(out)
+		n, err := w.w.Write(out)
+		var lost, carry uint64
+		if err != nil {
+			lost, carry = w.rewind(out, n, cut, start, ents)
+		}
 
 		w.mu.Lock()
-		n := uint64(len(ents))
-		w.handled += n
+		w.handled += uint64(len(ents))
+		w.written += uint64(len(ents)) - lost
+		w.failing = err
 		if err != nil {
-			w.failed += n
+			w.failed += lost
 			if w.err == nil {
 				w.err = err
 			}
-		} else {
-			w.written += n
+			// The next line records the lost events, and the drops they
+			// recorded.
+			if len(w.ents) > 0 {
+				w.ents[0].dropped += carry
+			} else {
+				w.unreported += carry
+			}
 		}
 		w.lastSeq = w.seq
 		w.inflight, w.inflightN = 0, 0
@@ -316,6 +337,10 @@ func (w *Writer) run() {
 // the hash of the line before it, its drops, and its closing brace.
 func (w *Writer) chain(body []byte, ents []entry) []byte {
 	out := w.out[:0]
+	if w.cut {
+		out = append(out, '\n') // ends the part of a line a failed write left
+		w.cut = false
+	}
 	start := 0
 	for _, en := range ents {
 		line := len(out)
@@ -335,6 +360,47 @@ func (w *Writer) chain(body []byte, ents []entry) []byte {
 		w.out = nil
 	}
 	return out
+}
+
+// rewind puts the chain back after a write of out, chained from start,
+// that failed having written only n bytes: the lines written whole stay,
+// the chain goes on from the last of them, and a line written in part is
+// torn (the next write ends it, the next line names it). cut says out
+// starts with the newline that ends an earlier torn line. It returns how
+// many of ents were lost, and how many events the next line must record
+// as dropped: those, and the drops they recorded.
+func (w *Writer) rewind(out []byte, n int, cut bool, start chainStart, ents []entry) (lost, carry uint64) {
+	n = max(0, min(n, len(out)))
+	done := out[:n]
+	switch {
+	case cut && n == 0:
+		w.cut = true // the earlier torn line is still to be ended
+	case cut:
+		done = done[1:] // it is ended
+	}
+	w.seq, w.prev, w.torn = start.seq, start.prev, start.torn
+	whole := 0
+	for {
+		i := bytes.IndexByte(done, '\n')
+		if i < 0 {
+			break
+		}
+		w.seq++
+		w.prev = lineHash(done[:i])
+		w.torn = ""
+		whole++
+		done = done[i+1:]
+	}
+	if len(done) > 0 {
+		sum := sha256.Sum256(done)
+		w.torn = hex.EncodeToString(sum[:])
+		w.cut = true
+	}
+	for _, en := range ents[whole:] {
+		lost++
+		carry += 1 + en.dropped
+	}
+	return lost, carry
 }
 
 // Stats returns the Writer's counters.
@@ -375,7 +441,7 @@ func (w *Writer) Close() error {
 			Event: EventFields{
 				Action:  ActionDropped,
 				Outcome: OutcomeFailure,
-				Reason:  fmt.Sprintf("%d audit events dropped (queue full) since the previous line", w.unreported),
+				Reason:  fmt.Sprintf("%d audit events dropped (queue full) or lost to failed writes since the previous line", w.unreported),
 			},
 		}
 		w.queue(e.appendBody(nil))

@@ -118,10 +118,19 @@ type Verifier struct {
 	name   string // database name, "" when none
 	ops    *ops   // nil when no database
 
-	mu          sync.Mutex
-	client      *sumdb.Client
+	mu     sync.Mutex
+	client *sumdb.Client
+	// lookups counts the current client's successful lookups: a Client
+	// keeps every record and tile it has read for its whole life, so
+	// after clientLookups of them the Verifier starts a new one (which
+	// reads its state from disk and its tiles through Fetch again).
+	lookups     int
 	compromised string // the security message, once there is one
 }
+
+// clientLookups bounds the lookups one sumdb.Client serves, and so the
+// memory it holds (a variable for tests).
+var clientLookups = 4096
 
 // New checks cfg and returns a Verifier. ctx bounds the Verifier's fetches
 // for its whole life: the sumdb.Client's operations take no context.
@@ -248,6 +257,13 @@ func (v *Verifier) lookup(path, version string) ([]string, error) {
 	}
 	lines, err := c.Lookup(path, version)
 	if err == nil {
+		v.mu.Lock()
+		if v.client == c {
+			if v.lookups++; v.lookups >= clientLookups {
+				v.client, v.lookups = sumdb.NewClient(v.ops), 0
+			}
+		}
+		v.mu.Unlock()
 		return lines, nil
 	}
 	// The Client reports its security errors through SecurityError, which
@@ -255,7 +271,7 @@ func (v *Verifier) lookup(path, version string) ([]string, error) {
 	v.mu.Lock()
 	bad = v.compromised
 	if bad == "" && v.client == c {
-		v.client = sumdb.NewClient(v.ops)
+		v.client, v.lookups = sumdb.NewClient(v.ops), 0
 	}
 	v.mu.Unlock()
 	if bad != "" || errors.Is(err, sumdb.ErrSecurity) {

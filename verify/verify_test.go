@@ -398,3 +398,28 @@ func TestOnTree(t *testing.T) {
 		t.Errorf("OnTree got %q, which does not open as a signed note of the database: %v", trees[0], err)
 	}
 }
+
+// TestClientRenewed: after clientLookups lookups the Verifier starts a new
+// sumdb.Client, so the records and tiles one Client keeps in memory stay
+// bounded; lookups keep verifying across the change.
+func TestClientRenewed(t *testing.T) {
+	defer func(n int) { clientLookups = n }(clientLookups)
+	clientLookups = 3
+	mods, sums := fixtures(t)
+	skey, vkey := newKey(t)
+	d := newDB(t, skey, sums)
+	v := newVerifier(t, opts{key: vkey, dir: t.TempDir(), fetch: d.fetch})
+	a := mods["example.com/a@v1.0.0"]
+	seen := map[*sumdb.Client]bool{}
+	for i := range 7 {
+		v.mu.Lock()
+		seen[v.client] = true
+		v.mu.Unlock()
+		if got, err := v.Mod(t.Context(), a.Path, a.Version, a.Mod, false); err != nil || got != Verified {
+			t.Fatalf("lookup %d: %v, %v; want verified", i, got, err)
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("%d clients served 7 lookups with clientLookups 3, want 3", len(seen))
+	}
+}

@@ -30,10 +30,10 @@ numeric suffix; others keep their place). With --as-given they are
 checked in the order given, oldest first.
 
 A torn line that modgate recovered when it restarted after a crash is
-listed, not an error; drops (the audit queue full under load) are
-listed too. A log's first lines may have been rotated away; its very last
-lines can only be checked against a seq and hash kept elsewhere (verify
-prints them).
+listed, not an error; drops (the audit queue full under load, or events
+lost to a failed write, the disk full) are listed too. A log's first
+lines may have been rotated away; its very last lines can only be
+checked against a seq and hash kept elsewhere (verify prints them).
 
 Flags:
 `
@@ -65,7 +65,7 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintln(stdout)
 	if rep.Dropped > 0 {
-		fmt.Fprintf(stdout, "%d events dropped under load (audit queue full), recorded at %s\n", rep.Dropped, locations(rep.Drops))
+		fmt.Fprintf(stdout, "%d events dropped (audit queue full) or lost (failed writes), recorded at %s\n", rep.Dropped, locations(rep.Drops))
 	}
 	if len(rep.Torn) > 0 {
 		fmt.Fprintf(stdout, "torn lines recovered after a crash (not tampering): %s\n", locations(rep.Torn))

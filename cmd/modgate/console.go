@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/module"
@@ -58,12 +59,8 @@ func (g *standalone) openConsole(cfg *fileConfig) error {
 		cc.Identifier = consoleIdentifier{g.auth}
 	}
 	if cfg.Audit != "" {
-		ix, err := auditindex.Open(auditindex.Options{Path: cfg.Audit, MaxEvents: cfg.Console.AuditEvents, Logger: g.log})
-		if err != nil {
-			return fmt.Errorf("console: %w", err)
-		}
-		g.auditIndex = ix
-		cc.Audit = ix
+		g.auditIndex = &lazyIndex{opts: auditindex.Options{Path: cfg.Audit, MaxEvents: cfg.Console.AuditEvents, Logger: g.log}}
+		cc.Audit = g.auditIndex
 	} else {
 		cc.AuditNote = "it goes to standard output"
 	}
@@ -73,6 +70,60 @@ func (g *standalone) openConsole(cfg *fileConfig) error {
 	}
 	g.console = c
 	return nil
+}
+
+// firstReadWait bounds how long the first audit page waits for the files.
+const firstReadWait = time.Second
+
+// A lazyIndex is the console's audit index, opened when a page first
+// needs it: until someone looks, the gateway spends no memory on it (about
+// 70 bytes an event, up to console.audit_events).
+type lazyIndex struct {
+	opts auditindex.Options
+
+	mu sync.Mutex
+	ix *auditindex.Index // nil until opened; a failed open is tried again at the next query
+}
+
+func (l *lazyIndex) Query(ctx context.Context, q auditindex.Query) (auditindex.Page, error) {
+	ix, err := l.open(ctx)
+	if err != nil {
+		return auditindex.Page{}, fmt.Errorf("audit index: %w", err)
+	}
+	return ix.Query(ctx, q)
+}
+
+// open opens the index if it is not open yet. The first page waits for
+// the files to be read, up to firstReadWait (a million events take a few
+// seconds); after that it shows what is read so far, and says the log is
+// still being read.
+func (l *lazyIndex) open(ctx context.Context) (*auditindex.Index, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ix != nil {
+		return l.ix, nil
+	}
+	ix, err := auditindex.Open(l.opts)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, firstReadWait)
+	defer cancel()
+	if err := ix.Refresh(rctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		l.opts.Logger.Warn("console: reading the audit files", "err", err)
+	}
+	l.ix = ix
+	return ix, nil
+}
+
+// Close closes the index if it was opened.
+func (l *lazyIndex) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ix == nil {
+		return nil
+	}
+	return l.ix.Close()
 }
 
 // consoleIdentifier identifies the console's users as the gateway does

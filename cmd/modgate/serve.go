@@ -32,7 +32,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/modgate/modgate/audit"
-	"github.com/modgate/modgate/auditindex"
 	"github.com/modgate/modgate/auth"
 	"github.com/modgate/modgate/cache"
 	"github.com/modgate/modgate/capability"
@@ -328,7 +327,7 @@ type standalone struct {
 	// file). policyNow is the policy in force, for it.
 	console    *console.Console
 	history    *history.Sampler
-	auditIndex *auditindex.Index
+	auditIndex *lazyIndex
 	policyNow  atomic.Pointer[policyInForce]
 	// clock is the one clock of every part that keeps time; faultClock
 	// lets the admin listener step it (MODGATE_FAULT_CLOCK=1).
@@ -604,7 +603,9 @@ func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEn
 		}
 		g.log.Info("cooldown", "min_age", cd.MinAge, "exempt", cd.Exempt, "index", cd.IndexURL)
 	}
-	if g.verifier, err = verify.New(ctx, vc); err != nil {
+	// Not ctx, which SIGTERM cancels: fills still draining must verify
+	// what they fetched (each fetch has its own timeout).
+	if g.verifier, err = verify.New(context.WithoutCancel(ctx), vc); err != nil {
 		return err
 	}
 	g.log.Info("verification", "sumdb", g.verifier.Name(), "ledger", filepath.Join(cacheDir, "ledger"))
