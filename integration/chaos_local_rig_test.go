@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"os"
@@ -274,14 +273,6 @@ func (tl *chaosTally) get(ctx context.Context, client *http.Client, base string,
 	tl.mu.Lock()
 	tl.total++
 	tl.mu.Unlock()
-	var port string
-	trace := &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) { port = ci.Conn.LocalAddr().String() }}
-	ctx = httptrace.WithClientTrace(ctx, trace)
-	defer func() {
-		tl.mu.Lock()
-		DebugPorts = append(DebugPorts, port+" "+a.path)
-		tl.mu.Unlock()
-	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+a.path, nil)
 	if err != nil {
 		tl.note("error")
@@ -506,5 +497,3 @@ func cacheTmpFiles(t *testing.T, cacheDir string) []string {
 	}
 	return names
 }
-
-var DebugPorts []string
