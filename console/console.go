@@ -105,10 +105,6 @@ type Identifier interface {
 // Cached is what the cache holds of one module version.
 type Cached struct {
 	Info, Mod, Zip bool
-	// Stored is when the newest of them was fetched; ZipSize the zip's
-	// size in bytes.
-	Stored  time.Time
-	ZipSize int64
 }
 
 // A Decision is Gateway.Check's answer.

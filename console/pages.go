@@ -48,8 +48,11 @@ var funcs = template.FuncMap{
 	"join": strings.Join,
 	"inc":  func(i int) int { return i + 1 },
 	"pct":  func(f float64) string { return strconv.FormatFloat(100*f, 'f', 1, 64) + " %" },
-	"num":  func(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) },
+	"num":  formatNum,
 }
+
+// formatNum writes a metric's value as /metrics does, without exponent.
+func formatNum(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
 
 // durationWords rounds d for people: 42s, 7m, 3h12m, 2d4h.
 func durationWords(d time.Duration) string {
@@ -131,16 +134,13 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		Requests:       cur.Requests,
 		Lookups:        cur.Lookups,
 		Hits:           cur.Hits,
-		HasLookups:     cur.Lookups > 0,
 		VerifyFailures: cur.VerifyFailures,
 	}
 	if len(samples) > 0 {
 		d.Since = samples[0].Time
 	}
 	d.Window, d.Interval = durationWords(c.cfg.History.Window()), durationWords(c.cfg.History.Interval())
-	if d.HasLookups {
-		d.HitRatio = cur.Hits / cur.Lookups
-	}
+	d.HitRatio, d.HasLookups = cur.HitRatio()
 	for rule, n := range cur.Refusals {
 		d.Refusals = append(d.Refusals, ruleCount{Rule: rule, Count: n, Link: link("/ui/refusals", "rule", rule)})
 	}
@@ -161,7 +161,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		d.Charts = append(d.Charts, history.Line("Refused by "+rule+" per second", history.RefusalRate(samples, rule), from, now, withUnit(opt, "/s")))
 	}
 	if d.VerifyFailures > 0 {
-		d.Attention = append(d.Attention, fmt.Sprintf("%s fetched artifacts failed verification since the gateway started: see the audit events with a verification failure.", funcs["num"].(func(float64) string)(d.VerifyFailures)))
+		d.Attention = append(d.Attention, fmt.Sprintf("%s fetched artifacts failed verification since the gateway started: see the audit events with a verification failure.", formatNum(d.VerifyFailures)))
 	}
 	for _, u := range c.cfg.Gateway.Upstreams() {
 		row := upstreamRow{Status: u, StateName: u.State.String(), Healthy: u.State == health.Healthy}

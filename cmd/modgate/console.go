@@ -158,17 +158,7 @@ func (cg consoleGateway) Cached(mod, version string) console.Cached {
 		kind goproxy.Kind
 		set  *bool
 	}{{goproxy.KindInfo, &c.Info}, {goproxy.KindMod, &c.Mod}, {goproxy.KindZip, &c.Zip}} {
-		m, ok := cg.g.cache.Peek(goproxy.Request{Kind: k.kind, Module: mod, Version: version}.Path())
-		if !ok {
-			continue
-		}
-		*k.set = true
-		if m.Stored.After(c.Stored) {
-			c.Stored = m.Stored
-		}
-		if k.kind == goproxy.KindZip {
-			c.ZipSize = m.Size
-		}
+		_, *k.set = cg.g.cache.Peek(goproxy.Request{Kind: k.kind, Module: mod, Version: version}.Path())
 	}
 	return c
 }
