@@ -9,24 +9,26 @@ import (
 	"github.com/modgate/modgate/goproxy"
 )
 
+// The checksum database's lookups and tiles are cached under the keys of
+// the go command's requests for them (/sumdb/NAME/lookup/…,
+// /sumdb/NAME/tile/…), and only once proven: by the verifier's
+// sumdb.Client, which hands over what it verified (StoreSumDB), or by the
+// processor's check of an answer it fetched for a client. So the record
+// modgate fetched to verify a module answers the go command's lookup of
+// the same record, and the other way round: one upstream request for
+// both, and never a wrong answer kept for a day.
+
 // SumDBFetch returns fetch, a reader of checksum database name's paths
-// (/lookup/…, /tile/…, /latest), reading the lookups and tiles through c
-// under the keys the go command's own requests for them have
-// (/sumdb/NAME/…, as the processor caches them). So the record modgate
-// fetched to verify a module answers the go command's lookup of the same
-// record from the cache, and the other way round: one upstream request
-// for both. Both readers check what they read (the verifier's
-// sumdb.Client and the go command verify signatures and proofs), as they
-// do for what the processor caches. Anything else, and any failure to use
-// the cache, goes to fetch as before; failing to cache costs a later
-// fetch, nothing more.
+// (/lookup/…, /tile/…, /latest), that answers the lookups and tiles the
+// cache holds from it. What fetch returns is not stored: its reader (the
+// verifier's Client) checks it first and stores it with StoreSumDB. Any
+// failure to use the cache goes to fetch as before.
 func (c *Cache) SumDBFetch(name string, fetch func(ctx context.Context, p string) ([]byte, error)) func(ctx context.Context, p string) ([]byte, error) {
 	return func(ctx context.Context, p string) ([]byte, error) {
-		req, err := goproxy.Parse(http.MethodGet, "/sumdb/"+name+p, 0)
-		if err != nil || (req.Kind != goproxy.KindSumDBLookup && req.Kind != goproxy.KindSumDBTile) {
+		key, ok := sumDBKey("/sumdb/" + name + p)
+		if !ok {
 			return fetch(ctx, p)
 		}
-		key := req.Path()
 		if e, err := c.Get(ctx, key); err == nil {
 			if e.Fresh && e.Status == http.StatusOK {
 				if data, err := readSumDBEntry(e); err == nil {
@@ -36,19 +38,45 @@ func (c *Cache) SumDBFetch(name string, fetch func(ctx context.Context, p string
 				e.Close()
 			}
 		}
-		data, err := fetch(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		class, _ := ClassOf(req)
-		w := c.NewWriter(key, class, http.StatusOK, "text/plain; charset=utf-8")
-		if _, err := w.Write(data); err != nil {
-			w.Abort()
-		} else if e, err := w.Commit(ctx); err == nil {
-			e.Close()
-		}
-		return data, nil
+		return fetch(ctx, p)
 	}
+}
+
+// StoreSumDB caches data, a lookup or tile that a checksum database client
+// has verified, named as sumdb.ClientOps.WriteCache names it
+// ("NAME/lookup/M@V", "NAME/tile/…"), unless the cache holds it already.
+// Failing to cache costs a later fetch, nothing more, so it is only
+// logged.
+func (c *Cache) StoreSumDB(ctx context.Context, file string, data []byte) {
+	key, ok := sumDBKey("/sumdb/" + file)
+	if !ok {
+		return
+	}
+	if _, ok := c.Peek(key); ok {
+		return
+	}
+	w := c.NewWriter(key, SumDB, http.StatusOK, "text/plain; charset=utf-8")
+	if _, err := w.Write(data); err != nil {
+		w.Abort()
+		c.log.Warn("cache: checksum database data not cached", "key", key, "err", err)
+		return
+	}
+	e, err := w.Commit(ctx)
+	if err != nil {
+		c.log.Warn("cache: checksum database data not cached", "key", key, "err", err)
+		return
+	}
+	e.Close()
+}
+
+// sumDBKey returns the cache key of a lookup or tile path
+// (/sumdb/NAME/lookup/… or /sumdb/NAME/tile/…), in any escaping of it.
+func sumDBKey(p string) (string, bool) {
+	req, err := goproxy.Parse(http.MethodGet, p, 0)
+	if err != nil || (req.Kind != goproxy.KindSumDBLookup && req.Kind != goproxy.KindSumDBTile) {
+		return "", false
+	}
+	return req.Path(), true
 }
 
 // readSumDBEntry reads e's body whole, and closes e. It was bounded when

@@ -70,6 +70,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modgate/modgate/internal/sumanswer"
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/semver"
 	"golang.org/x/mod/sumdb/tlog"
@@ -299,7 +300,7 @@ func (c *Checker) ObserveTree(ctx context.Context, signedNote []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	tree, err := parseTreeNote(signedNote, c.sum.verifiers)
+	tree, err := sumanswer.Tree(signedNote, c.sum.verifiers)
 	if err != nil {
 		return fmt.Errorf("cooldown: observing a tree head: %w", err)
 	}

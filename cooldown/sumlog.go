@@ -9,18 +9,17 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/modgate/modgate/internal/sumanswer"
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
-// Limits on what the checksum database sends.
+// The log's tiles, and the bounds on what is kept of them.
 const (
-	maxLookupBytes = 64 << 10 // a record (a few go.sum lines) and a signed tree head
-	maxNoteBytes   = 16 << 10 // a signed tree head
-	tileHeight     = 8        // as sum.golang.org and the go command
-	maxTiles       = 1024     // verified tiles kept in memory, 8 KiB each at most
-	maxRecords     = 1 << 16  // record numbers kept in memory
+	tileHeight = 8       // as sum.golang.org and the go command
+	maxTiles   = 1024    // verified tiles kept in memory, 8 KiB each at most
+	maxRecords = 1 << 16 // record numbers kept in memory
 )
 
 // ErrSecurity marks the errors of a checksum database whose log is not
@@ -77,63 +76,6 @@ func newSumLog(fetch func(context.Context, string) ([]byte, error), vkey string,
 	}, nil
 }
 
-// parseTreeNote verifies msg, a signed tree head, with v and returns its
-// tree.
-func parseTreeNote(msg []byte, v note.Verifiers) (tlog.Tree, error) {
-	if len(msg) > maxNoteBytes {
-		return tlog.Tree{}, fmt.Errorf("signed tree head longer than %d bytes", maxNoteBytes)
-	}
-	n, err := note.Open(msg, v)
-	if err != nil {
-		return tlog.Tree{}, fmt.Errorf("signed tree head: %w", err)
-	}
-	tree, err := tlog.ParseTree([]byte(n.Text))
-	if err != nil {
-		return tlog.Tree{}, fmt.Errorf("signed tree head: %w", err)
-	}
-	return tree, nil
-}
-
-// parseLookup parses data, the answer to /lookup/path@version: the
-// record number, the record text and a signed tree head, which it
-// verifies with v. The record must hold the hash lines of path at version
-// and be numbered within the tree, which parseLookup returns with its
-// note, msg. Whether the tree really holds that text under that number is
-// for the caller to prove.
-func parseLookup(data []byte, path, version string, v note.Verifiers) (id int64, text []byte, tree tlog.Tree, msg []byte, err error) {
-	if len(data) > maxLookupBytes {
-		return 0, nil, tlog.Tree{}, nil, fmt.Errorf("lookup answer longer than %d bytes", maxLookupBytes)
-	}
-	id, text, msg, err = tlog.ParseRecord(data)
-	if err != nil {
-		return 0, nil, tlog.Tree{}, nil, fmt.Errorf("lookup answer: %w", err)
-	}
-	if id < 0 {
-		return 0, nil, tlog.Tree{}, nil, fmt.Errorf("lookup answer: record number %d", id)
-	}
-	// The record must be path@version's: a record number proves the age of
-	// whatever record it numbers, so another module's record must not pass.
-	prefix := path + " " + version + " "
-	found := false
-	for line := range strings.SplitSeq(string(text), "\n") {
-		if strings.HasPrefix(line, prefix) {
-			found = true
-			break
-		}
-	}
-	if !found {
-		return 0, nil, tlog.Tree{}, nil, fmt.Errorf("lookup answer: record %d is not about %s %s", id, path, version)
-	}
-	tree, err = parseTreeNote(msg, v)
-	if err != nil {
-		return 0, nil, tlog.Tree{}, nil, fmt.Errorf("lookup answer: %w", err)
-	}
-	if id >= tree.N {
-		return 0, nil, tlog.Tree{}, nil, fmt.Errorf("lookup answer: record %d is outside its tree of %d records", id, tree.N)
-	}
-	return id, text, tree, msg, nil
-}
-
 // lookup returns path@version's record, proven to be in the log, and the
 // tree head that came with it (the zero Tree when the record was known
 // already). Concurrent lookups of one version share one fetch.
@@ -165,7 +107,7 @@ func (l *sumLog) lookupRemote(ctx context.Context, mv module.Version) (lookupRes
 	if err != nil {
 		return lookupResult{}, err
 	}
-	id, text, tree, msg, err := parseLookup(data, mv.Path, mv.Version, l.verifiers)
+	id, text, tree, msg, err := sumanswer.Lookup(data, mv.Path, mv.Version, l.verifiers)
 	if err != nil {
 		return lookupResult{}, err
 	}
@@ -206,7 +148,7 @@ func (l *sumLog) latestTree(ctx context.Context) (tlog.Tree, error) {
 	if err != nil {
 		return tlog.Tree{}, err
 	}
-	tree, err := parseTreeNote(msg, l.verifiers)
+	tree, err := sumanswer.Tree(msg, l.verifiers)
 	if err != nil {
 		return tlog.Tree{}, err
 	}

@@ -26,6 +26,7 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		ae     *authError
 		ue     *upstreamError
 		ve     *verifyError
+		se     *storageError
 	)
 	switch {
 	case errors.As(err, &pe):
@@ -62,6 +63,10 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		x.decision = "forward"
 		status, rule = http.StatusServiceUnavailable, "store-unavailable"
 		x.logger().ErrorContext(ctx, "shared store unavailable", "err", err, "path", x.target)
+	case errors.As(err, &se):
+		x.decision = "forward"
+		status, rule = http.StatusServiceUnavailable, "cache-storage"
+		x.logger().ErrorContext(ctx, "cache storage failed: the answer was not stored", "err", err, "path", x.target)
 	case errors.As(err, &ve):
 		x.decision = "forward"
 		status, rule = http.StatusBadGateway, ve.rule()
@@ -80,7 +85,7 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 		h.Set("WWW-Authenticate", `Basic realm="modgate"`)
 	case ae != nil && ae.retryAfter() > 0:
 		h.Set("Retry-After", strconv.Itoa(int(ae.retryAfter()/time.Second)))
-	case rule == "store-unavailable":
+	case rule == "store-unavailable", rule == "cache-storage":
 		h.Set("Retry-After", "5")
 	}
 	return &Reply{Status: status, Header: h, Body: plainText(x.reason)}
@@ -92,6 +97,19 @@ func (x *Exchange) refuse(ctx context.Context, err error) *Reply {
 func storeUnavailable(err error) bool {
 	return errors.Is(err, cache.ErrUnavailable) || errors.Is(err, ledger.ErrUnavailable)
 }
+
+// A storageError is a body that this gateway's cache could not store (its
+// disk full, or read-only): 503, an outage of modgate's own, not the
+// upstream's (which answered) and not an answer about the module.
+type storageError struct {
+	key string
+	err error
+}
+
+func (e *storageError) Error() string {
+	return fmt.Sprintf("modgate could not store %s: %v", e.key, e.err)
+}
+func (e *storageError) Unwrap() error { return e.err }
 
 // A verifyError is an artifact that failed its check, or could not be
 // checked: 502, and never cached.
@@ -106,7 +124,8 @@ func (e *verifyError) Unwrap() error { return e.err }
 func (e *verifyError) result() string {
 	var me *verify.MismatchError
 	var ze *verify.InvalidZipError
-	if errors.As(e.err, &me) || errors.As(e.err, &ze) {
+	var ae *verify.AnswerError
+	if errors.As(e.err, &me) || errors.As(e.err, &ze) || errors.As(e.err, &ae) {
 		return "mismatch"
 	}
 	return "failed"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -264,8 +265,20 @@ func (f *Fill) ResponseBody(ctx context.Context, chunk []byte) error {
 	if f.w.Size()+int64(len(chunk)) > f.limit {
 		return fmt.Errorf("%w of %d bytes for a %s", errOverLimit, f.limit, f.req.Kind)
 	}
-	_, err := f.w.Write(chunk)
-	return err
+	if _, err := f.w.Write(chunk); err != nil {
+		return f.storageFailed(err)
+	}
+	return nil
+}
+
+// storageFailed wraps a failure to store the body: this gateway's own
+// storage, not the upstream, failed. The shared tier's unavailability is
+// left as it is (503 store-unavailable).
+func (f *Fill) storageFailed(err error) error {
+	if storeUnavailable(err) {
+		return fmt.Errorf("storing %s: %w", f.key, err)
+	}
+	return &storageError{key: f.key, err: err}
 }
 
 // Finish ends the fill: with bodyErr nil, it stores what was received
@@ -278,7 +291,11 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 		return f.result
 	}
 	res := FillResult{upstream: f.upstream, origin: f.origin}
+	var se *storageError
 	switch {
+	case errors.As(bodyErr, &se):
+		f.abortWriter()
+		res.err = se
 	case bodyErr != nil:
 		f.abortWriter()
 		res.err = &upstreamError{upstream: f.upstream, err: bodyErr}
@@ -290,7 +307,9 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 			vspan.SetStatus(codes.Error, err.Error())
 		}
 		vspan.End()
-		res.verification = string(result)
+		if result != proven {
+			res.verification = string(result)
+		}
 		if err != nil {
 			f.abortWriter()
 			ve := &verifyError{err: err}
@@ -302,9 +321,15 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 		if err != nil {
 			break
 		}
+		if f.req.Kind.IsSumDB() && result != proven {
+			if res.entry, err = f.serveUnkept(); err != nil {
+				res.err = err
+			}
+			break
+		}
 		e, err := f.w.Commit(ctx)
 		if err != nil {
-			res.err = fmt.Errorf("storing %s: %w", f.key, err)
+			res.err = f.storageFailed(err)
 			break
 		}
 		e.Close()
@@ -357,17 +382,61 @@ func (f *Fill) Abandon(ctx context.Context, err error) FillResult {
 // verify checks the body about to be stored: a go.mod or zip against the
 // checksum database or the ledger, an .info for the version asked.
 func (f *Fill) verify(ctx context.Context) (verify.Result, error) {
-	data, file := f.w.Body()
 	private := f.route == policy.Private
+	if f.req.Kind == goproxy.KindZip {
+		_, file := f.w.Body()
+		return f.p.verifier.Zip(ctx, f.req.Module, f.req.Version, file, private)
+	}
+	data, err := f.body()
+	if err != nil {
+		return "", err
+	}
 	switch f.req.Kind {
 	case goproxy.KindMod:
 		return f.p.verifier.Mod(ctx, f.req.Module, f.req.Version, data, private)
-	case goproxy.KindZip:
-		return f.p.verifier.Zip(ctx, f.req.Module, f.req.Version, file, private)
 	case goproxy.KindInfo, goproxy.KindLatest:
 		return "", checkInfo(f.req, data)
+	case goproxy.KindSumDBLatest, goproxy.KindSumDBLookup, goproxy.KindSumDBTile:
+		ok, err := f.p.verifier.Answer(ctx, f.req.SumDB, strings.TrimPrefix(f.key, "/sumdb/"+f.req.SumDB), data)
+		if ok {
+			return proven, nil
+		}
+		return "", err
 	}
 	return "", nil
+}
+
+// proven is verify's result for a checksum database answer proven right,
+// which may be cached; the audit records no verification for such
+// answers (they are not artifacts), only their failures.
+const proven verify.Result = "proven"
+
+// serveUnkept ends a fill whose body may be served but not kept: an
+// answer of the checksum database that cannot be proven now. The go
+// command checks it; caching it could keep a wrong one for a day.
+func (f *Fill) serveUnkept() (*cache.Entry, error) {
+	data, err := f.body()
+	f.w.Abort()
+	if err != nil {
+		return nil, err
+	}
+	f.log.Debug("checksum database answer served, not cached: it cannot be proven now")
+	return cache.NewMemoryEntry(cache.Meta{Key: f.key, Class: f.class, Status: http.StatusOK, ContentType: textContentType}, data), nil
+}
+
+// body returns the body received, from memory or from the temporary
+// file the writer moved it to once it outgrew the hot tier's largest
+// entry (at most the fill's limit). The caller must not modify it.
+func (f *Fill) body() ([]byte, error) {
+	data, file := f.w.Body()
+	if file == "" {
+		return data, nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading the %s received: %w", f.req.Kind, err)
+	}
+	return data, nil
 }
 
 // checkInfo checks an .info or @latest answer: JSON naming a valid version

@@ -229,9 +229,15 @@ type Lease interface {
 // stored: against a checksum database, or, for a private module, the
 // ledger. The result is what the audit event records; an error means the
 // artifact must not be cached or served.
+//
+// Answer checks a checksum database's answer fetched for a client (path
+// is the database's: /latest, /lookup/…, /tile/…): true means it is
+// proven and may be cached; false with no error, that it cannot be proven
+// now, so it is served but not kept; an error, that it is wrong.
 type Verifier interface {
 	Mod(ctx context.Context, path, version string, data []byte, private bool) (verify.Result, error)
 	Zip(ctx context.Context, path, version, file string, private bool) (verify.Result, error)
+	Answer(ctx context.Context, name, path string, data []byte) (bool, error)
 }
 
 // Observer takes the processor's measurements (the metrics). Its methods

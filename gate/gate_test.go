@@ -30,6 +30,11 @@ func (v noVerifier) Zip(_ context.Context, path, version, _ string, _ bool) (ver
 	return "", nil
 }
 
+// Answer proves nothing: checksum database answers are served, not kept.
+func (v noVerifier) Answer(context.Context, string, string, []byte) (bool, error) {
+	return false, nil
+}
+
 func mustUpstream(t testing.TB, name, rawURL string, private bool) *upstream.Upstream {
 	t.Helper()
 	u, err := upstream.Parse(name, rawURL, private)

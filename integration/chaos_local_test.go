@@ -59,6 +59,9 @@ func TestChaosDiskCacheFull(t *testing.T) {
 	if n := tl.count("500") + tl.count("502") + tl.count("503"); n == 0 {
 		t.Errorf("no miss failed with the filesystem full (clients saw %s): the fault did not bite", saw)
 	}
+	if n := tl.count("500") + tl.count("502"); n != 0 {
+		t.Errorf("%d misses failed with 500 or 502 (clients saw %s): modgate's own storage failing is a 503 (rule cache-storage), not the upstream's fault", n, saw)
+	}
 	if n := tl.count("200 cut short"); n != 0 {
 		t.Errorf("%d answers were a 200 cut short", n)
 	}
@@ -88,7 +91,7 @@ func TestChaosDiskCacheFull(t *testing.T) {
 		Unverified: tl.bad + after.bad,
 		ChainOK:    chainVerifies(t, g),
 		Recovery:   recovery,
-		Note:       fmt.Sprintf("the 5xx said %q; the filesystem grown to 128 MiB (mount -o remount,size=128m); recovery is the first cold zip served and cached", strings.ReplaceAll(tl.reason("502"), cacheDir, "CACHE")),
+		Note:       fmt.Sprintf("the 5xx said %q; the filesystem grown to 128 MiB (mount -o remount,size=128m); recovery is the first cold zip served and cached", strings.ReplaceAll(tl.reason("503"), cacheDir, "CACHE")),
 	})
 }
 
@@ -246,6 +249,9 @@ func TestChaosDiskReadOnly(t *testing.T) {
 	if misses.count("502")+misses.count("500")+misses.count("503") == 0 {
 		t.Errorf("no zip miss failed with the cache read-only (%s): the fault did not bite", misses)
 	}
+	if n := misses.count("500") + misses.count("502"); n != 0 {
+		t.Errorf("%d misses failed with 500 or 502 (%s): modgate's own storage failing is a 503 (rule cache-storage)", n, misses)
+	}
 	if n := misses.count("200 cut short") + misses.clientErrors4xx(); n != 0 {
 		t.Errorf("%d misses were a 200 cut short or a 4xx (%s)", n, misses)
 	}
@@ -271,7 +277,7 @@ func TestChaosDiskReadOnly(t *testing.T) {
 		Unverified: hits.bad + misses.bad + after.bad,
 		ChainOK:    chainVerifies(t, g),
 		Recovery:   recovery,
-		Note:       fmt.Sprintf("hits served throughout; .info/.mod misses served from memory, zip misses 502 (%q); the lock, ledger and inventory journal kept off the tmpfs (see the test); recovery is the first cold zip served and cached after mount -o remount,rw", strings.ReplaceAll(misses.reason("502"), cacheDir, "CACHE")),
+		Note:       fmt.Sprintf("hits served throughout; .info/.mod misses served from memory, zip misses 503 (%q); the lock, ledger and inventory journal kept off the tmpfs (see the test); recovery is the first cold zip served and cached after mount -o remount,rw", strings.ReplaceAll(misses.reason("503"), cacheDir, "CACHE")),
 	})
 }
 

@@ -653,10 +653,6 @@ type toxRow struct {
 	// after, if set, runs after the recovery (removed is when the fault
 	// was removed), and returns a note for the matrix.
 	after func(t *testing.T, r *toxRig, l *toxLoad, removed time.Time) string
-	// known, if set, is a known bug that leaves something behind: when
-	// everything still refused after the recovery contains knownSign,
-	// the row is recorded and then skipped with known as the message.
-	known, knownSign string
 }
 
 // startThroughProxy is toxRow.start's default.
@@ -734,35 +730,20 @@ func (w *toxWorld) run(t *testing.T, name string, row toxRow) {
 	if row.slowOnly && (!during.ok || l.other("miss", http.StatusOK) > 0) {
 		t.Errorf("%s only slows the upstream down, but: %s; go command %s", row.name, l.summary(), during)
 	}
-	known := row.known != "" && (len(still) > 0 || !after.ok)
-	for _, s := range append(slices.Clone(still), after.msg) {
-		if s != "" && !strings.Contains(s, row.knownSign) {
-			known = false
+	for i, s := range still {
+		if i == 10 {
+			t.Errorf("… and %d more", len(still)-i)
+			break
 		}
+		t.Errorf("after the recovery, still refused (refused during the fault): %s", s)
 	}
-	if !known {
-		for i, s := range still {
-			if i == 10 {
-				t.Errorf("… and %d more", len(still)-i)
-				break
-			}
-			t.Errorf("after the recovery, still refused (refused during the fault): %s", s)
-		}
-		if !after.ok {
-			t.Errorf("go mod download after the recovery: %s", after)
-		}
-		if row.known != "" && len(still) == 0 && after.ok {
-			t.Errorf("the row's known bug is no longer seen: remove its known field (%s)", row.known)
-		}
+	if !after.ok {
+		t.Errorf("go mod download after the recovery: %s", after)
 	}
 	if l.refusal != "" {
 		notes = append(notes, "a miss refused: "+l.refusal)
 	}
-	left := fmt.Sprintf("after recovery %d modules refused during the fault asked again, %d files still refused", asked, len(still))
-	if known {
-		left = "KNOWN BUG: " + left + " (" + toxLocalPort.ReplaceAllString(toxFirstLine(strings.Join(still, "\n")), "127.0.0.1:PORT") + ")"
-	}
-	notes = append(notes, left)
+	notes = append(notes, fmt.Sprintf("after recovery %d modules refused during the fault asked again, %d files still refused", asked, len(still)))
 	unverified := l.unverified
 	if goUnverified || afterUnverified {
 		unverified++
@@ -776,9 +757,6 @@ func (w *toxWorld) run(t *testing.T, name string, row toxRow) {
 		Recovery:   recovered,
 		Note:       strings.Join(notes, "; "),
 	})
-	if known {
-		t.Skip(row.known)
-	}
 }
 
 // TestChaosUpstream: faults between the gateway and its only upstream,
@@ -862,12 +840,10 @@ func TestChaosUpstream(t *testing.T) {
 			remove: upstreamTo(origin),
 		},
 		{
-			name:      "upstream answers 200 with an HTML page to everything (a captive portal)",
-			note:      "every .info, .mod and .zip refused 502 (not JSON, hash mismatch); the probes see 200s, so the upstream stays healthy",
-			inject:    upstreamTo(strings.TrimPrefix(portal.URL, "http://")),
-			remove:    upstreamTo(origin),
-			known:     "known: a 200 with a garbage body for /sumdb/NAME/lookup/M@V is cached (24h, the sumdb class) before the checksum database client rejects it, so M@V stays unverifiable (502 malformed record data) after the fault: see the report of issue 20",
-			knownSign: "malformed record data",
+			name:   "upstream answers 200 with an HTML page to everything (a captive portal)",
+			note:   "every .info, .mod, .zip and checksum database answer refused 502 (not JSON, hash mismatch, not signed), and none kept; the probes see 200s, so the upstream stays healthy",
+			inject: upstreamTo(strings.TrimPrefix(portal.URL, "http://")),
+			remove: upstreamTo(origin),
 		},
 	}
 	for i, row := range rows {

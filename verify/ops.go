@@ -44,6 +44,7 @@ type ops struct {
 	log        *slog.Logger
 	onSecurity func(msg string)
 	onTree     func(signedNote []byte)
+	onVerified func(file string, data []byte)
 	root       *os.Root
 
 	mu     sync.Mutex        // guards config, dirty and configQueued
@@ -83,6 +84,7 @@ func newOps(ctx context.Context, cfg Config, key string, onSecurity func(string)
 		log:        cfg.Logger,
 		onSecurity: onSecurity,
 		onTree:     cfg.OnTree,
+		onVerified: cfg.OnVerified,
 		root:       root,
 		config:     map[string][]byte{},
 		dirty:      map[string][]byte{},
@@ -201,9 +203,12 @@ func (o *ops) ReadCache(file string) ([]byte, error) {
 }
 
 // WriteCache stores a record or tile the Client has verified, soon (see
-// writeback.Queue.Add). Failing to cache costs a later fetch, nothing
-// more, so it is only logged.
+// writeback.Queue.Add), and hands it to OnVerified. Failing to cache
+// costs a later fetch, nothing more, so it is only logged.
 func (o *ops) WriteCache(file string, data []byte) {
+	if o.onVerified != nil {
+		o.onVerified(file, data)
+	}
 	o.writer.Add(fileWrite{name: file, data: data})
 }
 

@@ -33,6 +33,7 @@ import (
 	"golang.org/x/mod/sumdb"
 	"golang.org/x/mod/sumdb/dirhash"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 	"golang.org/x/mod/zip"
 
 	"github.com/modgate/modgate/ledger"
@@ -105,6 +106,12 @@ type Config struct {
 	// Client has verified and stored (the note's text): evidence that the
 	// log had that many records by now, which the cooldown keeps.
 	OnTree func(signedNote []byte)
+	// OnVerified, if set, is called with each record or tile the Client
+	// (or Answer) has verified, named as the Client names them
+	// ("NAME/lookup/M@V", "NAME/tile/…"), so that the caller may share it
+	// with clients: only proven data is handed to it. It runs on the
+	// path of the lookup that verified the data: it must be short.
+	OnVerified func(file string, data []byte)
 	// OnSecurityError is called, once, with the database's own account of
 	// its misbehaviour. Default: nothing beyond the error log.
 	OnSecurityError func(msg string)
@@ -117,8 +124,12 @@ type Verifier struct {
 	ledger *ledger.Ledger
 	name   string // database name, "" when none
 	ops    *ops   // nil when no database
+	// noteVerifier checks the database's signed tree heads.
+	noteVerifier note.Verifier
 
-	mu     sync.Mutex
+	mu sync.Mutex
+	// seen is the largest tree an Answer proved (see newestTree).
+	seen   tlog.Tree
 	client *sumdb.Client
 	// lookups counts the current client's successful lookups: a Client
 	// keeps every record and tile it has read for its whole life, so
@@ -156,7 +167,7 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	v.name = verifier.Name()
+	v.name, v.noteVerifier = verifier.Name(), verifier
 	v.ops, err = newOps(ctx, cfg, key, func(msg string) { v.securityError(msg, cfg) })
 	if err != nil {
 		return nil, err

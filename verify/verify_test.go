@@ -85,6 +85,8 @@ type opts struct {
 	key, dir string
 	fetch    func(context.Context, string) ([]byte, error)
 	onSec    func(string)
+	// onVerified is Config.OnVerified.
+	onVerified func(file string, data []byte)
 }
 
 func newVerifier(t testing.TB, o opts) *Verifier {
@@ -94,7 +96,7 @@ func newVerifier(t testing.TB, o opts) *Verifier {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { led.Close() })
-	v, err := New(t.Context(), Config{Key: o.key, Dir: o.dir, Fetch: o.fetch, Ledger: led, OnSecurityError: o.onSec, Logger: slog.New(slog.DiscardHandler)})
+	v, err := New(t.Context(), Config{Key: o.key, Dir: o.dir, Fetch: o.fetch, Ledger: led, OnSecurityError: o.onSec, OnVerified: o.onVerified, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

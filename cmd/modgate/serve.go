@@ -540,6 +540,11 @@ func (g *standalone) openAudit(stdout io.Writer) error {
 	return nil
 }
 
+// sumDBStoreTimeout bounds caching one verified record or tile, which
+// the shared tier may make a network write on the verifying request's
+// path.
+const sumDBStoreTimeout = 5 * time.Second
+
 // openVerifier opens the private ledger and the checksum database state
 // under the cache directory, and the Verifier over them.
 func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEnv, cacheDir string, ups gate.Upstreams, client *upstream.Client) error {
@@ -574,6 +579,11 @@ func (g *standalone) openVerifier(ctx context.Context, cfg *fileConfig, env goEn
 			g.log.Info("checksum database fetched from sumdb_url", "url", db.URL.Redacted())
 		}
 		vc.Fetch = g.cache.SumDBFetch(name, vc.Fetch)
+		vc.OnVerified = func(file string, data []byte) {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sumDBStoreTimeout)
+			defer cancel()
+			g.cache.StoreSumDB(ctx, file, data)
+		}
 		vc.OnSecurityError = func(msg string) {
 			ev := &audit.Event{
 				Timestamp: g.clock.Now().UTC(),

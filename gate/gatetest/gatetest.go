@@ -26,6 +26,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -148,6 +149,16 @@ type setup struct {
 	lease string
 	// storeDown gives the cache a shared tier that cannot be reached.
 	storeDown bool
+	// diskBroken leaves the disk tier unable to write a body (its
+	// temporary directory replaced by a file), as a full or read-only
+	// filesystem would.
+	diskBroken bool
+	// portal is an upstream path every public upstream answers with a
+	// captive portal's page: 200, and HTML.
+	portal string
+	// faultFirst arms the portal for the requests before, and takes it
+	// away for the row's own: what a fault left behind.
+	faultFirst bool
 }
 
 // want is what a row expects in one mode.
@@ -204,6 +215,8 @@ func Run(t *testing.T, fe FrontEnd) {
 const (
 	sumdbName = testproxy.DefaultSumDB
 	bigPath   = "example.com/big"
+	// bigModPath's go.mod is over 20 KiB.
+	bigModPath = "example.com/bigmod"
 )
 
 // Policy rules of the rows that test them.
@@ -233,6 +246,8 @@ func rows() []row {
 			want: want{status: 200, body: "v1.1.0", cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 1)}},
 		{name: "latest", target: "/example.com/a/@latest",
 			want: want{status: 200, body: `"v1.1.0"`, cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 1)}},
+		{name: "go.mod larger than the hot tier's largest entry", target: "/" + bigModPath + "/@v/v1.0.0.mod",
+			want: want{status: 200, body: "module " + bigModPath, cache: "miss", decision: "forward", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
 		{name: "escaped upper case", target: "/example.com/!upper/m/@v/v1.0.0.mod",
 			want: want{status: 200, body: "module example.com/Upper/m", cache: "miss", decision: "forward", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
 		{name: "query refused", target: "/example.com/a/@v/v1.0.0.info?x=1",
@@ -307,6 +322,19 @@ func rows() []row {
 			want: want{status: 200, body: "example.com/a v1.0.0 h1:", cache: "miss", decision: "forward", upstream: "pub0"}},
 		{name: "sumdb lookup of a version modgate verified is a hit", target: "/sumdb/" + sumdbName + "/lookup/example.com/a@v1.0.0", before: []string{"/example.com/a/@v/v1.0.0.mod"},
 			want: want{status: 200, body: "example.com/a v1.0.0 h1:", cache: "hit", decision: "serve", saw: one("pub0", 1)}},
+		{name: "sumdb lookup from a captive portal is 502", target: "/sumdb/" + sumdbName + "/lookup/example.com/a@v1.0.0", setup: setup{portal: "/sumdb/" + sumdbName + "/lookup/example.com/a@v1.0.0"},
+			want: want{status: 502, body: "checksum database answer for /lookup/example.com/a@v1.0.0: lookup answer: malformed record data", cache: "miss", decision: "forward", rule: "verify-mismatch", upstream: "pub0", verified: "mismatch", saw: one("pub0", 1)}},
+		{name: "sumdb tile from a captive portal is 502", target: "/sumdb/" + sumdbName + "/tile/8/0/000.p/1", setup: setup{portal: "/sumdb/" + sumdbName + "/tile/8/0/000.p/1"},
+			want: want{status: 502, body: "want 32 for 1 hashes", cache: "miss", decision: "forward", rule: "verify-mismatch", upstream: "pub0", verified: "mismatch", saw: one("pub0", 1)}},
+		{name: "sumdb latest from a captive portal is 502", target: "/sumdb/" + sumdbName + "/latest", setup: setup{portal: "/sumdb/" + sumdbName + "/latest"},
+			want: want{status: 502, body: "signed tree head", cache: "miss", decision: "forward", rule: "verify-mismatch", upstream: "pub0", verified: "mismatch", saw: one("pub0", 1)}},
+		{name: "a captive portal's sumdb answer is not kept", target: "/sumdb/" + sumdbName + "/lookup/example.com/a@v1.0.0", before: []string{"/sumdb/" + sumdbName + "/lookup/example.com/a@v1.0.0"},
+			setup: setup{portal: "/sumdb/" + sumdbName + "/lookup/example.com/a@v1.0.0", faultFirst: true},
+			want:  want{status: 200, body: "example.com/a v1.0.0 h1:", cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 2)}},
+		{name: "a proven sumdb tile is kept", target: "/sumdb/" + sumdbName + "/tile/8/0/000.p/1", before: []string{"/sumdb/" + sumdbName + "/lookup/example.com/a@v1.0.0", "/sumdb/" + sumdbName + "/tile/8/0/000.p/1"},
+			want: want{status: 200, cache: "hit", decision: "serve", saw: one("pub0", 1)}},
+		{name: "a sumdb data tile is served, not kept", target: "/sumdb/" + sumdbName + "/tile/8/data/000.p/1", before: []string{"/sumdb/" + sumdbName + "/lookup/example.com/a@v1.0.0", "/sumdb/" + sumdbName + "/tile/8/data/000.p/1"},
+			want: want{status: 200, cache: "miss", decision: "forward", upstream: "pub0", saw: one("pub0", 2)}},
 		{name: "sumdb other name", target: "/sumdb/sum.other.test/supported",
 			want: want{status: 403, cache: "bypass", decision: "deny", rule: policy.RuleSumDBAllowList}},
 		{name: "sumdb private lookup", target: "/sumdb/" + sumdbName + "/lookup/corp.example/private@v1.0.0",
@@ -377,6 +405,8 @@ func rows() []row {
 			want: want{status: 200, cache: "miss", decision: "forward", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
 		{name: "miss while the shared store is down is 503", target: "/example.com/a/@v/v1.0.0.mod", setup: setup{storeDown: true},
 			want: want{status: 503, body: "shared cache tier unavailable", cache: "miss", decision: "forward", rule: "store-unavailable", saw: one("pub0", 0)}},
+		{name: "miss the cache cannot store is 503", target: "/example.com/a/@v/v1.0.0.zip", setup: setup{diskBroken: true},
+			want: want{status: 503, body: "modgate could not store /example.com/a/@v/v1.0.0.zip", cache: "miss", decision: "forward", rule: "cache-storage", upstream: "pub0", saw: one("pub0", 1)}},
 		{name: "coalesced", target: "/example.com/a/@v/v1.0.0.zip", concurrent: 3, setup: setup{delay: 300 * time.Millisecond},
 			want: want{status: 200, cache: "miss|coalesced", decision: "forward|serve", upstream: "pub0", verified: "verified", saw: one("pub0", 1)}},
 		{name: "tampered zip", target: "/example.com/a/@v/v1.0.0.zip", setup: setup{tamper: map[string][]byte{"example.com/a": nil}},
@@ -396,18 +426,26 @@ func (r row) run(t *testing.T, fe FrontEnd, mods []*testproxy.Module) {
 		t.Logf("mesh mode differs: %s", r.why)
 	}
 	h := start(t, fe, r.setup, mods)
+	if r.setup.faultFirst {
+		h.arm(r.setup)
+	}
 	for _, target := range r.before {
 		resp := h.do(t, Request{Method: "GET", Target: target})
-		if resp.Status >= 500 {
+		if resp.Status >= 500 && !r.setup.faultFirst {
 			t.Fatalf("before: GET %s = %d %q", target, resp.Status, resp.Body)
 		}
+	}
+	if r.setup.faultFirst {
+		h.disarm(r.setup)
 	}
 	// The events of the requests before come first: in mesh mode a
 	// request's event is recorded as its stream ends, which may be after
 	// the next request has begun.
 	h.audit.Wait(t, len(r.before))
 	h.clock.Add(r.advance)
-	h.arm(r.setup)
+	if !r.setup.faultFirst {
+		h.arm(r.setup)
+	}
 
 	method := r.method
 	if method == "" {
@@ -687,6 +725,15 @@ func start(t *testing.T, fe FrontEnd, s setup, mods []*testproxy.Module) *harnes
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	if s.diskBroken {
+		tmp := filepath.Join(cc.Dir, "tmp")
+		if err := os.Remove(tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(tmp, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	aw := audit.NewWriter(h.audit)
 	t.Cleanup(func() { aw.Close() })
 	led, err := ledger.Open(filepath.Join(t.TempDir(), "ledger"), log)
@@ -701,6 +748,7 @@ func start(t *testing.T, fe FrontEnd, s setup, mods []*testproxy.Module) *harnes
 		Fetch: c.SumDBFetch(sumdbName, func(ctx context.Context, p string) ([]byte, error) {
 			return uc.Get(ctx, h.serving(env.Public), "/sumdb/"+sumdbName+p, gate.MaxSumDBBytes)
 		}),
+		OnVerified: func(file string, data []byte) { c.StoreSumDB(t.Context(), file, data) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -963,6 +1011,9 @@ func (h *harness) arm(s setup) {
 				}
 			}
 		}
+		if s.portal != "" {
+			p.Replace(s.portal, []byte("<html><body>Sign in to the network</body></html>\n"))
+		}
 		if s.delay > 0 {
 			p.Delay(func(path string) time.Duration {
 				if strings.HasPrefix(path, "/sumdb/") {
@@ -971,6 +1022,13 @@ func (h *harness) arm(s setup) {
 				return s.delay
 			})
 		}
+	}
+}
+
+// disarm takes away what arm installed for a faultFirst row: the portal.
+func (h *harness) disarm(s setup) {
+	for _, p := range h.pub {
+		p.Replace(s.portal, nil)
 	}
 }
 
@@ -1051,7 +1109,11 @@ func modules(t *testing.T) []*testproxy.Module {
 		data[i] = byte(rng.Uint32())
 	}
 	ar := fmt.Sprintf("module %s\nversion v1.0.0\n-- go.mod --\nmodule %s\n\ngo 1.21\n-- data.txt --\n%s\n", bigPath, bigPath, hex.EncodeToString(data))
-	big, err := testproxy.Load(fstest.MapFS{"big.txtar": {Data: []byte(ar)}})
+	// A go.mod larger than the hot tier's largest entry (HotBytes/1024):
+	// it is received into a temporary file, and checked from there.
+	comment := strings.Repeat("// a long comment line, as generated go.mod files have\n", 400)
+	bigmod := fmt.Sprintf("module %s\nversion v1.0.0\n-- go.mod --\nmodule %s\n\n%sgo 1.21\n-- a.go --\npackage bigmod\n", bigModPath, bigModPath, comment)
+	big, err := testproxy.Load(fstest.MapFS{"big.txtar": {Data: []byte(ar)}, "bigmod.txtar": {Data: []byte(bigmod)}})
 	if err != nil {
 		t.Fatal(err)
 	}
