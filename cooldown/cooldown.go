@@ -70,10 +70,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/modgate/modgate/internal/sumanswer"
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/semver"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/modgate/modgate/internal/sumanswer"
 )
 
 // Rule is Verdict.Rule: the cooldown's name in denials and audit events.

@@ -9,10 +9,11 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/modgate/modgate/internal/sumanswer"
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/modgate/modgate/internal/sumanswer"
 )
 
 // The log's tiles, and the bounds on what is kept of them.

@@ -294,6 +294,11 @@ func (tl *chaosTally) get(ctx context.Context, client *http.Client, base string,
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		code := strconv.Itoa(resp.StatusCode)
+		if resp.StatusCode == http.StatusTooManyRequests && bytes.Contains(body, []byte("too many cache misses")) {
+			// The miss budget: clients that keep missing are rationed, a
+			// fault or not. Not an answer about the module.
+			code = chaosBudget
+		}
 		tl.mu.Lock()
 		if tl.seen[code] == 0 {
 			tl.reasons[code] = chaosFirstLine(body)
@@ -348,7 +353,11 @@ func (tl *chaosTally) count(kind string) int {
 	return tl.seen[kind]
 }
 
-// clientErrors4xx counts the 4xx answers: an outage must never be one.
+// chaosBudget is the kind of a 429 from the miss budget.
+const chaosBudget = "429 budget"
+
+// clientErrors4xx counts the 4xx answers other than the miss budget's:
+// an outage must never be one.
 func (tl *chaosTally) clientErrors4xx() int {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()

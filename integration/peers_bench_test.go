@@ -17,6 +17,7 @@ import (
 	"golang.org/x/tools/txtar"
 
 	"github.com/modgate/modgate/goproxy"
+	"github.com/modgate/modgate/integration/helperbin"
 	"github.com/modgate/modgate/integration/testproxy"
 )
 
@@ -275,11 +276,7 @@ func peerBinaries(tb testing.TB) map[string]string {
 	tb.Helper()
 	dir := os.Getenv("MODGATE_PEERS_DIR")
 	if dir == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			tb.Fatalf("peer binaries: %v", err)
-		}
-		dir = filepath.Join(cache, "modgate-test", "bin")
+		dir = helperbin.Dir()
 	}
 	bins := map[string]string{}
 	for _, name := range []string{"athens", "goproxy"} {

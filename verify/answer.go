@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/modgate/modgate/internal/sumanswer"
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/modgate/modgate/internal/sumanswer"
 )
 
 // tileHeight is the height of the tiles the go command and sumdb.Client
@@ -47,8 +48,8 @@ func (e *AnswerError) Unwrap() error { return e.Err }
 // every tree seen, the tiles for a proof unreachable): serve it, but do
 // not keep it. An *AnswerError means data is wrong.
 //
-// The trees of the answers it proves are kept, newest first, to prove
-// the tiles that the go command then asks for: tiles of the tree it was
+// The largest tree among the answers it proves is kept, to prove the
+// tiles that the go command then asks for: tiles of the tree it was
 // given. None of this touches the Client's own state.
 func (v *Verifier) Answer(ctx context.Context, name, p string, data []byte) (bool, error) {
 	if v.ops == nil || name != v.name {

@@ -40,6 +40,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/modgate/modgate/integration/helperbin"
 )
 
 // A Server is a running (or stopped) S3 server; see [Start].
@@ -121,18 +123,9 @@ func Start(t testing.TB, bucket string) *Server {
 	return s
 }
 
-// Binary returns the path of the server binary Start runs.
-func Binary() string {
-	if bin := os.Getenv("MODGATE_S3_SERVER"); bin != "" {
-		return bin
-	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(cache, "modgate-test", "bin", "versitygw")
-}
+// Binary returns the path of the server binary Start runs:
+// $MODGATE_S3_SERVER, or versitygw where make test builds it.
+func Binary() string { return helperbin.Path("MODGATE_S3_SERVER", "versitygw") }
 
 // Env returns the environment variables an AWS SDK client in a child
 // process needs for the server: its credentials and region, and settings
@@ -199,7 +192,7 @@ func (s *Server) start(t testing.TB) {
 	cmd.Env = []string{"HOME=" + s.dir, "TMPDIR=" + s.dir}
 	cmd.Stdout = log
 	cmd.Stderr = log
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = helperbin.SysProcAttr()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("s3server: start %s: %v", s.bin, err)
 	}

@@ -34,6 +34,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/modgate/modgate/integration/helperbin"
 )
 
 // A Server is a running toxiproxy-server; see [Start].
@@ -85,7 +87,7 @@ func Start(t testing.TB) *Server {
 	s.cmd.Dir = dir
 	s.cmd.Env = []string{"HOME=" + dir, "TMPDIR=" + dir, "LOG_LEVEL=info"}
 	s.cmd.Stdout, s.cmd.Stderr = log, log
-	s.cmd.SysProcAttr = sysProcAttr()
+	s.cmd.SysProcAttr = helperbin.SysProcAttr()
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("toxiproxy: start %s: %v", bin, err)
 	}
@@ -115,18 +117,9 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-// Binary returns the path of the server binary Start runs.
-func Binary() string {
-	if bin := os.Getenv("MODGATE_TOXIPROXY"); bin != "" {
-		return bin
-	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(cache, "modgate-test", "bin", "toxiproxy-server")
-}
+// Binary returns the path of the server binary Start runs:
+// $MODGATE_TOXIPROXY, or toxiproxy-server where make test builds it.
+func Binary() string { return helperbin.Path("MODGATE_TOXIPROXY", "toxiproxy-server") }
 
 // stop kills the server and waits for it to exit.
 func (s *Server) stop(t testing.TB) {

@@ -1,8 +1,0 @@
-//go:build !linux
-
-package s3server
-
-import "syscall"
-
-// sysProcAttr returns nil: only Linux kills a child when its parent dies.
-func sysProcAttr() *syscall.SysProcAttr { return nil }
