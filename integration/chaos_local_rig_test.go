@@ -333,6 +333,25 @@ func (tl *chaosTally) get(ctx context.Context, client *http.Client, base string,
 	return true, cache
 }
 
+// getRationed is get for a client that heeds the miss budget: asked again
+// a second later while the budget refuses it, up to 10 times. After a
+// fault, the clients that kept missing through it may have spent their
+// budget; the artifacts must still come whole once it refills.
+func (tl *chaosTally) getRationed(ctx context.Context, client *http.Client, base string, a chaosArtifact) (ok bool, cache string) {
+	for range 10 {
+		refused := tl.count(chaosBudget)
+		if ok, cache = tl.get(ctx, client, base, a); ok || tl.count(chaosBudget) == refused {
+			return ok, cache
+		}
+		select {
+		case <-ctx.Done():
+			return false, cache
+		case <-time.After(time.Second):
+		}
+	}
+	return false, cache
+}
+
 func (tl *chaosTally) note(what string) {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()

@@ -78,7 +78,7 @@ func TestChaosDiskCacheFull(t *testing.T) {
 	}
 	after := newChaosTally()
 	for _, a := range chaosArtifacts(mods) {
-		if ok, _ := after.get(t.Context(), client, g.URL, a); !ok {
+		if ok, _ := after.getRationed(t.Context(), client, g.URL, a); !ok {
 			t.Errorf("after the filesystem grew, %s: not the upstream's bytes (%s)", a.path, after)
 		}
 	}
@@ -264,7 +264,7 @@ func TestChaosDiskReadOnly(t *testing.T) {
 	}
 	after := newChaosTally()
 	for _, a := range chaosArtifacts(append(slices.Clone(warm), cold...)) {
-		if ok, _ := after.get(t.Context(), client, g.URL, a); !ok {
+		if ok, _ := after.getRationed(t.Context(), client, g.URL, a); !ok {
 			t.Errorf("after the remount read-write, %s: not the upstream's bytes (%s)", a.path, after)
 		}
 	}
@@ -367,7 +367,7 @@ func TestChaosProcessKillMidFill(t *testing.T) {
 		recovery = max(recovery, r)
 		leftInTmp += len(cacheTmpFiles(t, cacheDir))
 		for _, a := range chaosArtifacts(mods) {
-			if ok, _ := after.get(t.Context(), client, g.URL, a); !ok {
+			if ok, _ := after.getRationed(t.Context(), client, g.URL, a); !ok {
 				t.Errorf("after the restart, %s: not the upstream's bytes (%s)", a.path, after)
 			}
 		}
