@@ -76,7 +76,7 @@ screenshots: deps ## write the web console's screenshots to docs/screenshots/
 	MODGATE_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run 'TestConsole$$' -v ./integration
 
 # The fault matrix, long version (make test runs each row for seconds).
-chaos: deps ## inject each fault of the matrix during load and print what it cost (about 15 minutes)
+chaos: deps ## inject each fault of the matrix during load and print what it cost (about 11 minutes; writes docs/chaos.md)
 	CHAOS=long MODGATE_CHAOS_TABLE=$(CURDIR)/docs/chaos.md $(GO) test -count=1 -run 'TestChaos' -timeout 25m -v ./integration
 
 # An hour-scale mixed load, checked for flatness and plotted; SOAK=30m.

@@ -463,8 +463,8 @@ func TestHotEntry(t *testing.T) {
 	}
 
 	m := NewMemoryEntry(Meta{Key: "/x", Class: Query, Size: 99}, body)
-	if m.Size != int64(len(body)) || !m.Fresh || m.Tier != Hot {
-		t.Errorf("NewMemoryEntry = %+v, want fresh hot entry of %d bytes", m, len(body))
+	if m.Size != int64(len(body)) || !m.Fresh || m.Tier != Hot || m.SHA256 != sha256.Sum256(body) {
+		t.Errorf("NewMemoryEntry = %+v, want fresh hot entry of %d bytes, with their SHA-256", m, len(body))
 	}
 	if got, _ := io.ReadAll(m.Reader()); !bytes.Equal(got, body) {
 		t.Errorf("NewMemoryEntry reads %q, want %q", got, body)

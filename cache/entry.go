@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -59,9 +60,10 @@ type Entry struct {
 }
 
 // NewMemoryEntry returns an entry for body that is stored nowhere, for a
-// response that must be served although it could not be cached.
+// response that must be served although it could not be cached. Its size
+// and SHA-256 (its ETag) are body's.
 func NewMemoryEntry(m Meta, body []byte) *Entry {
-	m.Size = int64(len(body))
+	m.Size, m.SHA256 = int64(len(body)), sha256.Sum256(body)
 	return &Entry{Meta: m, Fresh: true, Tier: Hot, body: body}
 }
 

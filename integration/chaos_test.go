@@ -108,7 +108,13 @@ func finishChaos() {
 		var b strings.Builder
 		printChaos(&b)
 		if b.Len() > 0 {
-			if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+			length := "short"
+			if chaosLong() {
+				length = "long"
+			}
+			head := fmt.Sprintf("# The fault matrix\n\nWritten by the TestChaos tests (%s rows; `make chaos` runs the long ones) on %s: each fault is injected while clients load the gateway. See the README's Reliability section.\n\n",
+				length, time.Now().UTC().Format(time.DateOnly))
+			if err := os.WriteFile(file, []byte(head+b.String()), 0o644); err != nil {
 				fmt.Fprintln(os.Stderr, "chaos table:", err)
 			}
 		}
