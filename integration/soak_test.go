@@ -44,16 +44,21 @@ import (
 // before v1.1.0 denied), and its audit log in a file rotated by size:
 // max_bytes is sized so that the run rotates it a few times, keep so that
 // no rotated file is deleted (the test checks that the chain starts at
-// seq 1, and counts any deleted lines as lost). Two things grow to a
+// seq 1, and counts any deleted lines as lost). Four things grow to a
 // bound by design, and the soak makes the bounds small so that they are
 // reached within the warm-up and the flatness checks see only what is
 // left: the hot tier, an arena whose pages become resident as its ring
-// advances (cache.hot_bytes 16 MiB, not up to 256 MiB), and the console's
+// advances (cache.hot_bytes 16 MiB, not up to 256 MiB); the console's
 // index of audit events (console.audit_events 100,000, not 1,000,000:
-// about 60 bytes each). At the defaults both take longer than a short
-// run to fill (the arena is 256 MiB on a machine of 2 GiB or more), and
-// RSS climbs until they have: a 2m run at the defaults grew 26 MiB in
-// its last minute, at 60 bytes per event audited.
+// about 60 bytes each); the disk tier's index, about 300 bytes an entry
+// (cache.disk_bytes 24 MiB, which the cold versions fill in about a
+// minute and a half, not 10 GiB); and the inventory, about 400 bytes a
+// module version (inventory.max_keys 1,000, not 2,000,000). At the
+// defaults none of them fills in a run of this length, and RSS climbs
+// with them: a 2m run at the defaults grew 26 MiB in its last minute,
+// at 60 bytes per event audited; a 30m run grew 47 MiB after its
+// warm-up, 12 MB of it the disk tier's index of 39,259 new entries and
+// 4.6 MB the inventory.
 //
 // First a 10 s wrk run of warm hits at 256 connections measures capacity
 // (req/s). Then, for $SOAK, all at once and continuously:
@@ -476,8 +481,11 @@ audit_log:
   keep: 100
 cache:
   hot_bytes: 16MiB
+  disk_bytes: 24MiB
 console:
   audit_events: 100000
+inventory:
+  max_keys: 1000
 `, tokens, maxBytes)
 	g := startModgate(t, config, "--log-level", "info")
 

@@ -170,6 +170,16 @@ type fileConfig struct {
 	Budget budgetConfig `yaml:"budget"`
 	// Limits bound what clients and upstreams may cost.
 	Limits limitsConfig `yaml:"limits"`
+	// Inventory bounds the index of who fetched what.
+	Inventory inventoryConfig `yaml:"inventory"`
+}
+
+type inventoryConfig struct {
+	// MaxKeys bounds the (module, version, identity) keys the inventory
+	// holds in memory, about 90 bytes each plus their strings; once it
+	// is full, fetches of new keys are counted but not indexed (the audit
+	// log still has them). Default 2,000,000.
+	MaxKeys int `yaml:"max_keys"`
 }
 
 type cacheConfig struct {
@@ -569,6 +579,9 @@ func (c *fileConfig) check() error {
 	}
 	if c.Console.AuditEvents < 0 {
 		return errors.New("console.audit_events: negative")
+	}
+	if c.Inventory.MaxKeys < 0 {
+		return errors.New("inventory.max_keys: negative")
 	}
 	if c.Console.SampleInterval < 0 || (c.Console.SampleInterval > 0 && c.Console.SampleInterval < 100*time.Millisecond) {
 		return fmt.Errorf("console.sample_interval: %s: want at least 100ms", c.Console.SampleInterval)

@@ -75,6 +75,7 @@ func TestLoadConfigErrorsNameTheField(t *testing.T) {
 		{"console group not a name", "console:\n  groups: [ops, \"a b\"]\n", "console.groups"},
 		{"console sample interval too short", "console:\n  sample_interval: 1ms\n", "console.sample_interval"},
 		{"console audit events negative", "console:\n  audit_events: -1\n", "console.audit_events"},
+		{"inventory max keys negative", "inventory:\n  max_keys: -1\n", "inventory.max_keys"},
 		{"mesh tls without client ca", "mesh_tls:\n  cert: a.pem\n  key: a-key.pem\n  allowed_clients: [spiffe://x/y]\n", "mesh_tls.client_ca"},
 		{"mesh tls without allowed clients", "mesh_tls:\n  cert: a.pem\n  key: a-key.pem\n  client_ca: ca.pem\n", "mesh_tls.allowed_clients"},
 		{"mesh tls allowed client not a name", "mesh_tls:\n  cert: a.pem\n  key: a-key.pem\n  client_ca: ca.pem\n  allowed_clients: [spiffe://x/y, \"a b\"]\n", "mesh_tls.allowed_clients[1]"},
@@ -308,9 +309,14 @@ cache:
     negative: 1m
 budget:
   client: {rate: 5, burst: 10}
+inventory:
+  max_keys: 5000
 `))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.Inventory.MaxKeys != 5000 {
+		t.Errorf("inventory.max_keys = %d, want 5000", cfg.Inventory.MaxKeys)
 	}
 	cc, err := cfg.cacheConfig()
 	if err != nil {

@@ -465,7 +465,7 @@ func newGateway(ctx context.Context, cfg *fileConfig, cfgPath string, env goEnv,
 		g.close()
 		return nil, err
 	}
-	if g.inventory, err = inventory.Open(inventory.Options{Dir: filepath.Join(cc.Dir, "inventory"), Logger: log, Now: g.clock.Now}); err != nil {
+	if g.inventory, err = inventory.Open(inventory.Options{Dir: filepath.Join(cc.Dir, "inventory"), MaxKeys: cfg.Inventory.MaxKeys, Logger: log, Now: g.clock.Now}); err != nil {
 		g.close()
 		return nil, fmt.Errorf("inventory: %w", err)
 	}
