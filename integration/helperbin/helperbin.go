@@ -5,8 +5,12 @@
 package helperbin
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // Dir is the directory the build scripts put the helper binaries in:
@@ -27,4 +31,42 @@ func Path(env, name string) string {
 		return bin
 	}
 	return filepath.Join(Dir(), name)
+}
+
+// LogTail returns the end of a helper's log file, headed with name, to
+// append to a failure message; "" if it cannot be read.
+func LogTail(file, name string) string {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return ""
+	}
+	const max = 4000
+	if len(data) > max {
+		data = data[len(data)-max:]
+	}
+	return "\n--- " + name + " log (end) ---\n" + string(data)
+}
+
+// FreePort returns a port free on 127.0.0.1 and not in taken, chosen at
+// random from [15000, 32768): not Linux's ephemeral ports (32768-60999),
+// which an outgoing connection could take while a helper is stopped or a
+// proxy disabled. It adds the port to taken, if taken is not nil.
+func FreePort(taken map[int]bool) (int, error) {
+	const low, high = 15000, 32768
+	for range 1000 {
+		p := low + rand.IntN(high-low)
+		if taken[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		if taken != nil {
+			taken[p] = true
+		}
+		return p, nil
+	}
+	return 0, fmt.Errorf("no free port in [%d, %d)", low, high)
 }

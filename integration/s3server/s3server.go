@@ -27,8 +27,6 @@ import (
 	"context"
 	crand "crypto/rand"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,11 +83,11 @@ func Start(t testing.TB, bucket string) *Server {
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatalf("s3server: %v", err)
 	}
-	ports, err := freePorts(1)
+	port, err := helperbin.FreePort(nil)
 	if err != nil {
 		t.Fatalf("s3server: %v", err)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	addr := "127.0.0.1:" + strconv.Itoa(port)
 	s.Endpoint = "http://" + addr
 	s.args = []string{
 		"--port", addr,
@@ -116,7 +114,7 @@ func Start(t testing.TB, bucket string) *Server {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if _, err := s.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &s.Bucket}); err != nil {
-		t.Fatalf("s3server: create bucket %s: %v%s", s.Bucket, err, s.logTail())
+		t.Fatalf("s3server: create bucket %s: %v%s", s.Bucket, err, helperbin.LogTail(s.logFile, "S3 server"))
 	}
 	s.waitReady(t, s.probe)
 	t.Logf("s3server: %s (bucket %s) ready in %v", s.Endpoint, s.Bucket, time.Since(begin).Round(time.Millisecond))
@@ -228,7 +226,7 @@ func (s *Server) cleanup(t testing.TB) {
 		t.Errorf("s3server: stop: %v", err)
 	}
 	if t.Failed() {
-		t.Logf("s3server: the server's log:%s", s.logTail())
+		t.Logf("s3server: the server's log:%s", helperbin.LogTail(s.logFile, "S3 server"))
 	}
 }
 
@@ -250,11 +248,11 @@ func (s *Server) waitReady(t testing.TB, ready func(context.Context) error) {
 		}
 		select {
 		case <-done:
-			t.Fatalf("s3server: the server exited while starting%s", s.logTail())
+			t.Fatalf("s3server: the server exited while starting%s", helperbin.LogTail(s.logFile, "S3 server"))
 		case <-time.After(every):
 		}
 	}
-	t.Fatalf("s3server: not ready after %v: %v%s", attempts*every, err, s.logTail())
+	t.Fatalf("s3server: not ready after %v: %v%s", attempts*every, err, helperbin.LogTail(s.logFile, "S3 server"))
 }
 
 // probe writes and deletes an object, .s3server-probe at the root of the
@@ -271,43 +269,4 @@ func (s *Server) probe(ctx context.Context) error {
 
 func (s *Server) credentials(context.Context) (aws.Credentials, error) {
 	return aws.Credentials{AccessKeyID: s.AccessKey, SecretAccessKey: s.SecretKey, Source: "s3server"}, nil
-}
-
-// logTail returns the end of the server's log, to append to a failure message.
-func (s *Server) logTail() string {
-	data, err := os.ReadFile(s.logFile)
-	if err != nil {
-		return ""
-	}
-	const max = 4000
-	if len(data) > max {
-		data = data[len(data)-max:]
-	}
-	return "\n--- S3 server log (end) ---\n" + string(data)
-}
-
-// freePorts returns n distinct ports free on 127.0.0.1, chosen at random
-// from [15000, 32768): not Linux's ephemeral ports (32768-60999), which an
-// outgoing connection could take while the server is stopped.
-func freePorts(n int) ([]int, error) {
-	const low, high = 15000, 32768
-	var ports []int
-	seen := make(map[int]bool)
-	for range 1000 {
-		if len(ports) == n {
-			return ports, nil
-		}
-		p := low + rand.IntN(high-low)
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		ports = append(ports, p)
-	}
-	return nil, fmt.Errorf("no %d free ports in [%d, %d)", n, low, high)
 }

@@ -68,20 +68,3 @@ func TestMissingBinary(t *testing.T) {
 		t.Errorf("Start without a binary did not skip")
 	}
 }
-
-func TestFreePorts(t *testing.T) {
-	ports, err := freePorts(10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := make(map[int]bool)
-	for _, p := range ports {
-		if p < 15000 || p >= 32768 || seen[p] {
-			t.Errorf("freePorts(10) = %v: %d repeated or out of [15000, 32768)", ports, p)
-		}
-		seen[p] = true
-	}
-	if len(ports) != 10 {
-		t.Errorf("freePorts(10) = %d ports", len(ports))
-	}
-}

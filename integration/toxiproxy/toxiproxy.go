@@ -24,8 +24,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -105,11 +103,11 @@ func Start(t testing.TB) *Server {
 			break
 		}
 		if i == attempts {
-			t.Fatalf("toxiproxy: API not answering after %v: %v%s", attempts*every, err, s.logTail())
+			t.Fatalf("toxiproxy: API not answering after %v: %v%s", attempts*every, err, helperbin.LogTail(s.logFile, "toxiproxy"))
 		}
 		select {
 		case <-s.done:
-			t.Fatalf("toxiproxy: the server exited while starting%s", s.logTail())
+			t.Fatalf("toxiproxy: the server exited while starting%s", helperbin.LogTail(s.logFile, "toxiproxy"))
 		case <-time.After(every):
 		}
 	}
@@ -130,7 +128,7 @@ func (s *Server) stop(t testing.TB) {
 		t.Errorf("toxiproxy: the server (pid %d) does not exit", s.cmd.Process.Pid)
 	}
 	if t.Failed() {
-		t.Logf("toxiproxy: the server's log:%s", s.logTail())
+		t.Logf("toxiproxy: the server's log:%s", helperbin.LogTail(s.logFile, "toxiproxy"))
 	}
 }
 
@@ -279,39 +277,9 @@ func (s *Server) call(ctx context.Context, method, path string, in, out any) err
 	return nil
 }
 
-// logTail returns the end of the server's log, to append to a message.
-func (s *Server) logTail() string {
-	data, err := os.ReadFile(s.logFile)
-	if err != nil {
-		return ""
-	}
-	const max = 4000
-	if len(data) > max {
-		data = data[len(data)-max:]
-	}
-	return "\n--- toxiproxy log (end) ---\n" + string(data)
-}
-
-// freePort returns a port free on 127.0.0.1 that s has not handed out
-// yet, chosen at random from [15000, 32768): not Linux's ephemeral ports
-// (32768-60999), which an outgoing connection could take while a proxy is
-// disabled.
+// freePort returns a port free on 127.0.0.1 that s has not handed out yet.
 func (s *Server) freePort() (int, error) {
-	const low, high = 15000, 32768
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for range 1000 {
-		p := low + rand.IntN(high-low)
-		if s.ports[p] {
-			continue
-		}
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		s.ports[p] = true
-		return p, nil
-	}
-	return 0, fmt.Errorf("no free port in [%d, %d)", low, high)
+	return helperbin.FreePort(s.ports)
 }
