@@ -18,7 +18,6 @@ import (
 
 // The log's tiles, and the bounds on what is kept of them.
 const (
-	tileHeight = 8       // as sum.golang.org and the go command
 	maxTiles   = 1024    // verified tiles kept in memory, 8 KiB each at most
 	maxRecords = 1 << 16 // record numbers kept in memory
 )
@@ -276,7 +275,7 @@ type tileReader struct {
 	l   *sumLog
 }
 
-func (r *tileReader) Height() int { return tileHeight }
+func (r *tileReader) Height() int { return sumanswer.TileHeight }
 
 // ReadTiles reads tiles from memory or the database, in parallel. Tiles
 // from the database are suspect until SaveTiles.

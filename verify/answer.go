@@ -14,10 +14,6 @@ import (
 	"github.com/modgate/modgate/internal/sumanswer"
 )
 
-// tileHeight is the height of the tiles the go command and sumdb.Client
-// read (tlog's tiles of 2^8 hashes).
-const tileHeight = 8
-
 // An AnswerError is an answer of the checksum database that is proven
 // wrong: not signed by its key, not in its log, or not the data the path
 // names. Unlike the Client's security errors it says nothing about the
@@ -88,6 +84,14 @@ func (v *Verifier) openTree(msg []byte) (tlog.Tree, error) {
 	return sumanswer.Tree(msg, note.VerifierList(v.noteVerifier))
 }
 
+// sawNote keeps the tree of msg, a signed tree head the Client has
+// verified, if it is the largest so far.
+func (v *Verifier) sawNote(msg []byte) {
+	if tree, err := v.openTree(msg); err == nil {
+		v.sawTree(tree)
+	}
+}
+
 // sawTree keeps tree if it is the largest proven so far.
 func (v *Verifier) sawTree(tree tlog.Tree) {
 	v.mu.Lock()
@@ -101,14 +105,8 @@ func (v *Verifier) sawTree(tree tlog.Tree) {
 // the Client's latest, or one an answer carried.
 func (v *Verifier) newestTree() tlog.Tree {
 	v.mu.Lock()
-	seen := v.seen
-	v.mu.Unlock()
-	if msg, err := v.ops.ReadConfig(v.name + "/latest"); err == nil && len(msg) > 0 {
-		if tree, err := v.openTree(msg); err == nil && tree.N > seen.N {
-			return tree
-		}
-	}
-	return seen
+	defer v.mu.Unlock()
+	return v.seen
 }
 
 // answerLookup proves a /lookup answer for escaped, the ESCPATH@ESCVERS
@@ -150,7 +148,7 @@ func (v *Verifier) answerTile(ctx context.Context, p string, data []byte) (bool,
 	if err != nil {
 		return false, err
 	}
-	if t.L < 0 || t.H != tileHeight {
+	if t.L < 0 || t.H != sumanswer.TileHeight {
 		return false, nil
 	}
 	if len(data) != t.W*tlog.HashSize {
@@ -193,7 +191,7 @@ type tileFetchError struct{ err error }
 func (e *tileFetchError) Error() string { return e.err.Error() }
 func (e *tileFetchError) Unwrap() error { return e.err }
 
-func (r *answerTiles) Height() int { return tileHeight }
+func (r *answerTiles) Height() int { return sumanswer.TileHeight }
 
 func (r *answerTiles) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	data := make([][]byte, len(tiles))

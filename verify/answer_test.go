@@ -130,6 +130,34 @@ func TestAnswer(t *testing.T) {
 	}
 }
 
+// TestAnswerTileOfClientTree checks that a tile is proven against the
+// tree head the Client verified, with no /latest asked through Answer:
+// in this process, and after a restart, from the one it kept on disk.
+func TestAnswerTileOfClientTree(t *testing.T) {
+	skey, vkey := newKey(t)
+	d := newDB(t, skey, manySums(3))
+	for i := range 3 {
+		d.mustGet(t, fmt.Sprintf("/lookup/example.com/m%03d@v1.0.0", i))
+	}
+	tile := d.mustGet(t, "/tile/8/0/000.p/3")
+	dir := t.TempDir()
+	v := newVerifier(t, opts{key: vkey, dir: dir, fetch: d.fetch})
+	if ok, err := v.Answer(t.Context(), v.Name(), "/tile/8/0/000.p/3", tile); ok || err != nil {
+		t.Fatalf("Answer before any tree is known = %v, %v; want false, no error", ok, err)
+	}
+	if _, err := v.Lookup("example.com/m001", "v1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := v.Answer(t.Context(), v.Name(), "/tile/8/0/000.p/3", tile); !ok || err != nil {
+		t.Errorf("Answer after the Client verified the tree = %v, %v; want true", ok, err)
+	}
+	v.Close()
+	again := newVerifier(t, opts{key: vkey, dir: dir, fetch: d.fetch})
+	if ok, err := again.Answer(t.Context(), again.Name(), "/tile/8/0/000.p/3", tile); !ok || err != nil {
+		t.Errorf("Answer after a restart = %v, %v; want true (the tree kept on disk)", ok, err)
+	}
+}
+
 // TestAnswerUnreachable checks that a lookup whose proof needs tiles the
 // database cannot give now is not proven, and not wrong either.
 func TestAnswerUnreachable(t *testing.T) {

@@ -128,7 +128,8 @@ type Verifier struct {
 	noteVerifier note.Verifier
 
 	mu sync.Mutex
-	// seen is the largest tree an Answer proved (see newestTree).
+	// seen is the largest signed tree known: the Client's latest, or one
+	// an Answer proved (see newestTree).
 	seen   tlog.Tree
 	client *sumdb.Client
 	// lookups counts the current client's successful lookups: a Client
@@ -168,9 +169,21 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		cfg.Logger = slog.Default()
 	}
 	v.name, v.noteVerifier = verifier.Name(), verifier
+	// Answer proves tiles against the tree heads the Client verifies: the
+	// last one it kept on disk, read below, and each newer one.
+	onTree := cfg.OnTree
+	cfg.OnTree = func(n []byte) {
+		v.sawNote(n)
+		if onTree != nil {
+			onTree(n)
+		}
+	}
 	v.ops, err = newOps(ctx, cfg, key, func(msg string) { v.securityError(msg, cfg) })
 	if err != nil {
 		return nil, err
+	}
+	if latest, err := v.ops.ReadConfig(v.name + "/latest"); err == nil && len(latest) > 0 {
+		v.sawNote(latest)
 	}
 	v.client = sumdb.NewClient(v.ops)
 	return v, nil

@@ -14,6 +14,10 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
+// TileHeight is the height of the log's tiles (2^8 hashes each), as
+// the go command and sum.golang.org have them.
+const TileHeight = 8
+
 // Limits on what the checksum database sends.
 const (
 	MaxLookupBytes = 64 << 10 // a record (a few go.sum lines) and a signed tree head
