@@ -301,15 +301,13 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 		res.err = &upstreamError{upstream: f.upstream, err: bodyErr}
 	case f.w != nil:
 		_, vspan := f.p.tracer.Start(trace.ContextWithSpan(ctx, f.span), "modgate.verify")
-		result, err := f.verify(ctx)
+		result, keep, err := f.verify(ctx)
 		vspan.SetAttributes(attribute.String("modgate.verification", string(result)))
 		if err != nil {
 			vspan.SetStatus(codes.Error, err.Error())
 		}
 		vspan.End()
-		if result != proven {
-			res.verification = string(result)
-		}
+		res.verification = string(result)
 		if err != nil {
 			f.abortWriter()
 			ve := &verifyError{err: err}
@@ -321,7 +319,7 @@ func (f *Fill) Finish(ctx context.Context, bodyErr error) FillResult {
 		if err != nil {
 			break
 		}
-		if f.req.Kind.IsSumDB() && result != proven {
+		if !keep {
 			if res.entry, err = f.serveUnkept(); err != nil {
 				res.err = err
 			}
@@ -380,36 +378,33 @@ func (f *Fill) Abandon(ctx context.Context, err error) FillResult {
 }
 
 // verify checks the body about to be stored: a go.mod or zip against the
-// checksum database or the ledger, an .info for the version asked.
-func (f *Fill) verify(ctx context.Context) (verify.Result, error) {
+// checksum database or the ledger, an .info for the version asked, a
+// checksum database answer against the database's key and log. keep is
+// false for a body that may be served but not stored: a database answer
+// that cannot be proven now (the audit records no verification for
+// database answers, which are not artifacts; only their failures).
+func (f *Fill) verify(ctx context.Context) (result verify.Result, keep bool, err error) {
 	private := f.route == policy.Private
 	if f.req.Kind == goproxy.KindZip {
 		_, file := f.w.Body()
-		return f.p.verifier.Zip(ctx, f.req.Module, f.req.Version, file, private)
+		result, err = f.p.verifier.Zip(ctx, f.req.Module, f.req.Version, file, private)
+		return result, true, err
 	}
 	data, err := f.body()
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	switch f.req.Kind {
 	case goproxy.KindMod:
-		return f.p.verifier.Mod(ctx, f.req.Module, f.req.Version, data, private)
+		result, err = f.p.verifier.Mod(ctx, f.req.Module, f.req.Version, data, private)
 	case goproxy.KindInfo, goproxy.KindLatest:
-		return "", checkInfo(f.req, data)
+		err = checkInfo(f.req, data)
 	case goproxy.KindSumDBLatest, goproxy.KindSumDBLookup, goproxy.KindSumDBTile:
-		ok, err := f.p.verifier.Answer(ctx, f.req.SumDB, strings.TrimPrefix(f.key, "/sumdb/"+f.req.SumDB), data)
-		if ok {
-			return proven, nil
-		}
-		return "", err
+		keep, err = f.p.verifier.Answer(ctx, f.req.SumDB, strings.TrimPrefix(f.key, "/sumdb/"+f.req.SumDB), data)
+		return "", keep, err
 	}
-	return "", nil
+	return result, true, err
 }
-
-// proven is verify's result for a checksum database answer proven right,
-// which may be cached; the audit records no verification for such
-// answers (they are not artifacts), only their failures.
-const proven verify.Result = "proven"
 
 // serveUnkept ends a fill whose body may be served but not kept: an
 // answer of the checksum database that cannot be proven now. The go
@@ -434,7 +429,7 @@ func (f *Fill) body() ([]byte, error) {
 	}
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("reading the %s received: %w", f.req.Kind, err)
+		return nil, f.storageFailed(fmt.Errorf("reading the %s received back: %w", f.req.Kind, err))
 	}
 	return data, nil
 }
