@@ -196,8 +196,9 @@ func (c *Cache) Get(ctx context.Context, key string) (*Entry, error) {
 }
 
 // Peek reports what the disk tier holds for key, where every immutable
-// entry (.info, .mod, .zip) lives, for people looking (the console): it
-// counts no hit or miss, does not touch the eviction order, and does not
+// entry (.info, .mod, .zip, checksum database records and tiles) lives,
+// for people looking (the console) and StoreSumDB: it counts no hit or
+// miss, does not touch the eviction order, and does not
 // consult the shared tier. The entry may be expired.
 func (c *Cache) Peek(key string) (Meta, bool) {
 	return c.disk.peek(key)
