@@ -322,8 +322,9 @@ func cacheStats(t *testing.T, g *gatewayProc) cache.Stats {
 // cold misses of 1 MiB zips are being fetched from a slow upstream, and
 // restarts it on the same cache directory and audit file at once. Every
 // 200 before or after is the upstream's exact bytes; after the restart
-// every artifact is served, tmp/ is empty, and the audit chain verifies
-// (the restart recovers a torn last line).
+// every artifact is served, the killed fills' temporary files are gone
+// from tmp/, and the audit chain verifies (the restart recovers a torn
+// last line).
 func TestChaosProcessKillMidFill(t *testing.T) {
 	cycles := 1
 	if chaosLong() {

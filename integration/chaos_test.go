@@ -126,16 +126,7 @@ func finishChaos() {
 // verifies; what it printed is logged.
 func chainVerifies(t *testing.T, g *gatewayProc) bool {
 	t.Helper()
-	var files []string
-	for i := 1; ; i++ {
-		name := fmt.Sprintf("%s.%d", g.audit, i)
-		if _, err := os.Stat(name); err != nil {
-			break
-		}
-		files = append([]string{name}, files...)
-	}
-	files = append(files, g.audit)
-	out, err := exec.Command(modgateBin, append([]string{"audit", "verify"}, files...)...).CombinedOutput()
+	out, err := exec.Command(modgateBin, append([]string{"audit", "verify"}, auditFiles(g)...)...).CombinedOutput()
 	t.Logf("modgate audit verify: %s", strings.TrimSpace(string(out)))
 	return err == nil
 }

@@ -99,11 +99,7 @@ func newToxWorld(t *testing.T) *toxWorld {
 	t.Helper()
 	tox := toxiproxy.Start(t)
 	w := &toxWorld{tox: tox, want: map[string][]byte{}}
-	for _, m := range testproxy.Fixtures(t) {
-		if !strings.HasPrefix(m.Path, "corp.example/") {
-			w.fixtures = append(w.fixtures, m)
-		}
-	}
+	w.fixtures, _ = fixtures(t)
 	n := 2*int(toxFault/toxPace) + 40
 	mods := toxModules(t, n+1)
 	w.pool, w.gocmd = mods[:n], mods[n]

@@ -434,14 +434,7 @@ var soakHostile = []string{
 // modgate, and lists the paths of each client.
 func startSoakRig(t *testing.T, dur time.Duration) *soakRig {
 	t.Helper()
-	var pub, priv []*testproxy.Module
-	for _, m := range testproxy.Fixtures(t) {
-		if strings.HasPrefix(m.Path, "corp.example/") {
-			priv = append(priv, m)
-		} else {
-			pub = append(pub, m)
-		}
-	}
+	pub, priv := fixtures(t)
 	warm := soakModules(t, "example.com/soak/w", 20, 3)
 	// Enough cold versions for two go mod downloads of 4 every second.
 	coldModules := max(100, int(dur.Seconds()*8/10)+1)

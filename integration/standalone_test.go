@@ -18,7 +18,13 @@ import (
 // fixtures: corp.example modules are private, the rest public.
 func upstreams(t testing.TB) (public, private *testproxy.Server) {
 	t.Helper()
-	var pub, priv []*testproxy.Module
+	pub, priv := fixtures(t)
+	return testproxy.Start(t, pub), testproxy.Start(t, priv)
+}
+
+// fixtures returns testproxy's fixtures, public and private
+// (corp.example) apart.
+func fixtures(t testing.TB) (pub, priv []*testproxy.Module) {
 	for _, m := range testproxy.Fixtures(t) {
 		if strings.HasPrefix(m.Path, "corp.example/") {
 			priv = append(priv, m)
@@ -26,7 +32,7 @@ func upstreams(t testing.TB) (public, private *testproxy.Server) {
 			pub = append(pub, m)
 		}
 	}
-	return testproxy.Start(t, pub), testproxy.Start(t, priv)
+	return pub, priv
 }
 
 func gatewayConfig(public, private *testproxy.Server) string {

@@ -126,14 +126,7 @@ func TestTamperedArtifactsAreRefused(t *testing.T) {
 }
 
 func TestForkedChecksumDatabase(t *testing.T) {
-	var pub, priv []*testproxy.Module
-	for _, m := range testproxy.Fixtures(t) {
-		if strings.HasPrefix(m.Path, "corp.example/") {
-			priv = append(priv, m)
-		} else {
-			pub = append(pub, m)
-		}
-	}
+	pub, priv := fixtures(t)
 	key := testproxy.NewKey(t)
 	cacheDir := t.TempDir()
 
